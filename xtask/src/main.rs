@@ -80,9 +80,14 @@ fn setup() -> Result<(), String> {
         .collect();
     if !missing.is_empty() {
         let mut cmd = Command::new("rustup");
-        cmd.current_dir(root()).args(["target", "add"]).args(&missing);
+        cmd.current_dir(root())
+            .args(["target", "add"])
+            .args(&missing);
         run(cmd).map_err(|e| {
-            format!("{e}; run `rustup target add {}` yourself", missing.join(" "))
+            format!(
+                "{e}; run `rustup target add {}` yourself",
+                missing.join(" ")
+            )
         })?;
     }
     Ok(())

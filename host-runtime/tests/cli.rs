@@ -1,0 +1,180 @@
+//! The `iipnic` binary as a user runs it.
+
+use std::path::Path;
+use std::process::Command;
+
+use iipnic::pcap;
+
+const CAPTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/vectors/linux-6.1/iiptran.pcap"
+);
+const NETWORK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/linux-peer.toml");
+
+fn iipnic(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_iipnic"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn replay_writes_the_eight_inner_icmp_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("inner.pcap");
+    let result = iipnic(&[
+        "replay",
+        "--config",
+        NETWORK,
+        "--in",
+        CAPTURE,
+        "--out",
+        out.to_str().unwrap(),
+        "--direction",
+        "inbound",
+        "--json",
+    ]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let records = pcap::read(std::fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(records.len(), 8);
+    for r in &records {
+        assert_eq!(r.packet[0], 0x45);
+        assert_eq!(r.packet[9], 1, "ICMP");
+        assert_eq!(&r.packet[12..14], &[10, 99]);
+    }
+    let report: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(report["packets"], 8);
+    assert_eq!(report["emitted"]["host"], 8);
+    assert_eq!(report["nodes"]["B"]["global"]["tx_host"], 4);
+    assert_eq!(report["nodes"]["A"]["global"]["tx_host"], 4);
+}
+
+#[test]
+fn replaying_the_capture_twice_counts_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    // The same 8 frames twice in one file.
+    let records = pcap::read(std::fs::File::open(CAPTURE).unwrap()).unwrap();
+    let doubled = dir.path().join("twice.pcap");
+    let mut w = pcap::Writer::new(std::fs::File::create(&doubled).unwrap()).unwrap();
+    for r in records.iter().chain(&records) {
+        w.write(r.timestamp_us, &r.packet).unwrap();
+    }
+    w.finish().unwrap();
+    let out = dir.path().join("out.pcap");
+    let result = iipnic(&[
+        "replay",
+        "--config",
+        NETWORK,
+        "--in",
+        doubled.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(result.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(report["emitted"]["host"], 8);
+    let drops = &report["nodes"]["B"]["drops"];
+    assert_eq!(drops, &serde_json::json!([["replay", 4]]));
+}
+
+#[test]
+fn config_errors_name_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(NETWORK).unwrap().replacen(
+        "key = \"101112131415161718191a1b1c1d1e1fb0b1b2b3\"",
+        "key = \"1011\"",
+        1,
+    );
+    std::fs::write(&bad, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("key = \"1011\""))
+        .unwrap()
+        + 1;
+    let result = iipnic(&[
+        "replay",
+        "--config",
+        bad.to_str().unwrap(),
+        "--in",
+        CAPTURE,
+        "--out",
+        dir.path().join("x.pcap").to_str().unwrap(),
+    ]);
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    let expected = format!("{}:{line}: nodes[0].sas[1].key: ", bad.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+#[test]
+fn missing_input_is_a_clear_error() {
+    let result = iipnic(&[
+        "replay",
+        "--config",
+        NETWORK,
+        "--in",
+        "/nonexistent.pcap",
+        "--out",
+        "/tmp/x.pcap",
+    ]);
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("/nonexistent.pcap"));
+}
+
+#[test]
+fn demo_runs_and_shows_the_attacks_refused() {
+    let result = iipnic(&["demo"]);
+    assert!(result.status.success());
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert_eq!(stdout.matches("ICMP echo request").count(), 5, "{stdout}");
+    assert!(stdout.contains("counted as `replay`"));
+    assert!(stdout.contains("counted as `auth_failed`"));
+}
+
+#[test]
+fn the_host_finds_and_precompiles_the_built_policy_modules() {
+    let dir = iipnic::policy::module_dir();
+    let modules = iipnic::policy::list_modules(&dir)
+        .unwrap_or_else(|e| panic!("{e}: `cargo xtask test` builds them first"));
+    assert!(
+        modules
+            .iter()
+            .any(|m| m.file_stem().unwrap() == "route_first"),
+        "{modules:?}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    for target in ["host", "pulley64", "pulley32", "aarch64"] {
+        let out = tmp.path().join(format!("rf-{target}.cwasm"));
+        let result = iipnic(&[
+            "policy",
+            "build",
+            "route_first",
+            "--target",
+            target,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            result.status.success(),
+            "{target}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(Path::new(&out).metadata().unwrap().len() > 0);
+    }
+    let result = iipnic(&[
+        "policy",
+        "build",
+        "route_first",
+        "--target",
+        "mips",
+        "-o",
+        "/tmp/x",
+    ]);
+    assert!(String::from_utf8_lossy(&result.stderr).contains("unknown target `mips`"));
+}
