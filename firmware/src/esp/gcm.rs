@@ -72,8 +72,10 @@ impl AesGcm {
     /// Encrypts `data` in place and returns the full 16-byte tag over `aad` (the slices taken
     /// as one string) and the ciphertext.
     pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[&[u8]], data: &mut [u8]) -> [u8; TAG_LEN] {
-        let mask = self.apply_ctr(nonce, data);
-        self.tag(mask, aad, data)
+        match &self.cipher {
+            BlockCipher::Aes128(c) => seal_with(c, &self.ghash, nonce, aad, data),
+            BlockCipher::Aes256(c) => seal_with(c, &self.ghash, nonce, aad, data),
+        }
     }
 
     /// Verifies `tag` (1 to 16 bytes, a prefix of the full tag) in constant time, then decrypts
@@ -85,18 +87,15 @@ impl AesGcm {
         data: &mut [u8],
         tag: &[u8],
     ) -> Result<(), AuthenticationFailed> {
-        let expected = self.tag(self.tag_mask(nonce), aad, data);
-        let expected = expected.get(..tag.len()).ok_or(AuthenticationFailed)?;
-        if tag.is_empty() || !bool::from(expected.ct_eq(tag)) {
-            return Err(AuthenticationFailed);
+        match &self.cipher {
+            BlockCipher::Aes128(c) => open_with(c, &self.ghash, nonce, aad, data, tag),
+            BlockCipher::Aes256(c) => open_with(c, &self.ghash, nonce, aad, data, tag),
         }
-        self.apply_ctr(nonce, data);
-        Ok(())
     }
 
     /// GMAC (RFC 4543): the GCM tag of `aad` with an empty plaintext.
     pub fn mac(&self, nonce: &[u8; NONCE_LEN], aad: &[&[u8]]) -> [u8; TAG_LEN] {
-        self.tag(self.tag_mask(nonce), aad, &[])
+        self.seal(nonce, aad, &mut [])
     }
 
     /// Checks a GMAC tag prefix in constant time.
@@ -106,52 +105,85 @@ impl AesGcm {
         aad: &[&[u8]],
         tag: &[u8],
     ) -> Result<(), AuthenticationFailed> {
-        let expected = self.mac(nonce, aad);
-        let expected = expected.get(..tag.len()).ok_or(AuthenticationFailed)?;
-        if tag.is_empty() || !bool::from(expected.ct_eq(tag)) {
-            return Err(AuthenticationFailed);
-        }
-        Ok(())
+        self.open(nonce, aad, &mut [], tag)
     }
+}
 
-    /// E(K, J0): the block that masks the GHASH output.
-    fn tag_mask(&self, nonce: &[u8; NONCE_LEN]) -> [u8; TAG_LEN] {
-        let mut block = j0(nonce);
-        match &self.cipher {
-            BlockCipher::Aes128(c) => c.encrypt_block(&mut block),
-            BlockCipher::Aes256(c) => c.encrypt_block(&mut block),
-        }
-        block.into()
-    }
+type Ctr32<'c, C> = ctr::CtrCore<&'c C, ctr::flavors::Ctr32BE>;
 
-    /// XORs the keystream that starts at inc32(J0) into `data`; returns E(K, J0).
-    fn apply_ctr(&self, nonce: &[u8; NONCE_LEN], data: &mut [u8]) -> [u8; TAG_LEN] {
-        match &self.cipher {
-            BlockCipher::Aes128(c) => ctr32_from_j0(c, nonce, data),
-            BlockCipher::Aes256(c) => ctr32_from_j0(c, nonce, data),
-        }
-    }
+/// The counter positioned at J0, and E(K, J0): the block that masks the GHASH output.
+/// The same counter then continues at inc32(J0) for the payload, so the key schedule is
+/// loaded once per packet.
+fn start_ctr<'c, C>(cipher: &'c C, nonce: &[u8; NONCE_LEN]) -> (Ctr32<'c, C>, [u8; TAG_LEN])
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
+{
+    let mut ctr = Ctr32::<C>::inner_iv_init(cipher, &j0(nonce));
+    let mut mask = Array::<u8, U16>::default();
+    ctr.write_keystream_block(&mut mask);
+    (ctr, mask.into())
+}
 
-    fn tag(&self, mask: [u8; TAG_LEN], aad: &[&[u8]], ciphertext: &[u8]) -> [u8; TAG_LEN] {
-        let mut stream = GhashStream::new(self.ghash.clone());
-        let mut aad_len = 0u64;
-        for part in aad {
-            stream.update(part);
-            aad_len += part.len() as u64;
-        }
-        stream.pad();
-        stream.update(ciphertext);
-        stream.pad();
-        let mut lengths = [0u8; 16];
-        lengths[..8].copy_from_slice(&(aad_len * 8).to_be_bytes());
-        lengths[8..].copy_from_slice(&((ciphertext.len() as u64) * 8).to_be_bytes());
-        stream.update(&lengths);
-        let mut tag: [u8; TAG_LEN] = stream.ghash.finalize().into();
-        for (t, m) in tag.iter_mut().zip(mask) {
-            *t ^= m;
-        }
-        tag
+fn seal_with<C>(
+    cipher: &C,
+    ghash: &GHash,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[&[u8]],
+    data: &mut [u8],
+) -> [u8; TAG_LEN]
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
+{
+    let (ctr, mask) = start_ctr(cipher, nonce);
+    if !data.is_empty() {
+        ctr.apply_keystream_partial(data.into());
     }
+    tag(ghash, mask, aad, data)
+}
+
+fn open_with<C>(
+    cipher: &C,
+    ghash: &GHash,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[&[u8]],
+    data: &mut [u8],
+    received: &[u8],
+) -> Result<(), AuthenticationFailed>
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
+{
+    let (ctr, mask) = start_ctr(cipher, nonce);
+    let expected = tag(ghash, mask, aad, data);
+    let expected = expected.get(..received.len()).ok_or(AuthenticationFailed)?;
+    if received.is_empty() || !bool::from(expected.ct_eq(received)) {
+        return Err(AuthenticationFailed);
+    }
+    if !data.is_empty() {
+        ctr.apply_keystream_partial(data.into());
+    }
+    Ok(())
+}
+
+/// GHASH(H, A, C) XOR E(K, J0) (SP 800-38D algorithm 4, steps 5-6).
+fn tag(ghash: &GHash, mask: [u8; TAG_LEN], aad: &[&[u8]], ciphertext: &[u8]) -> [u8; TAG_LEN] {
+    let mut stream = GhashStream::new(ghash.clone());
+    let mut aad_len = 0u64;
+    for part in aad {
+        stream.update(part);
+        aad_len += part.len() as u64;
+    }
+    stream.pad();
+    stream.update(ciphertext);
+    stream.pad();
+    let mut lengths = [0u8; 16];
+    lengths[..8].copy_from_slice(&(aad_len * 8).to_be_bytes());
+    lengths[8..].copy_from_slice(&((ciphertext.len() as u64) * 8).to_be_bytes());
+    stream.update(&lengths);
+    let mut tag: [u8; TAG_LEN] = stream.ghash.finalize().into();
+    for (t, m) in tag.iter_mut().zip(mask) {
+        *t ^= m;
+    }
+    tag
 }
 
 /// J0 = nonce || 0^31 || 1 for a 96-bit nonce.
@@ -160,17 +192,6 @@ fn j0(nonce: &[u8; NONCE_LEN]) -> Array<u8, U16> {
     block[..NONCE_LEN].copy_from_slice(nonce);
     block[15] = 1;
     block
-}
-
-fn ctr32_from_j0<C>(cipher: &C, nonce: &[u8; NONCE_LEN], data: &mut [u8]) -> [u8; TAG_LEN]
-where
-    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
-{
-    let mut ctr = ctr::CtrCore::<&C, ctr::flavors::Ctr32BE>::inner_iv_init(cipher, &j0(nonce));
-    let mut mask = Array::<u8, U16>::default();
-    ctr.write_keystream_block(&mut mask);
-    ctr.apply_keystream_partial(data.into());
-    mask.into()
 }
 
 /// GHASH over a string given in pieces: only the end of the string is zero-padded.
