@@ -714,3 +714,103 @@ fn hostile_inputs_are_counted_not_panics() {
     // Every packet is accounted for: dropped under a reason, punted, or held.
     assert_eq!(c.total_drops() + c.punted + held, 300);
 }
+
+#[test]
+fn ingress_filtering_loose_and_off() {
+    use iipnic_firmware::vif::UrpfMode;
+    let options = Options::default();
+    let (_, mut b) = pair(&options);
+    let spoofed = udp(v4(2, 7), v4(2, 9), 80, 0, true);
+    let unroutable = udp(
+        IpAddr::V4(Ipv4Addr::new(172, 16, 0, 1)),
+        v4(2, 9),
+        80,
+        0,
+        true,
+    );
+    let src = Ipv4Addr::new(192, 0, 2, 1);
+    let set_mode = |b: &mut iipnic_firmware::Node<_>, urpf| {
+        let mut vif = node_config(&options, 2, 1).vifs[0].clone();
+        vif.urpf = urpf;
+        b.apply(ControlOp::UpsertVif(vif), 0).unwrap();
+    };
+    set_mode(&mut b, UrpfMode::Loose);
+    // Loose: a route back exists (to B's own host side), so the packet passes ...
+    let wire = craft(1, &body(&spoofed, &[1, 2], proto::IPIP), src);
+    assert_eq!(
+        from_underlay(&mut b, &wire).0,
+        Disposition::Sent(Port::Host)
+    );
+    // ... but a source with no route back at all does not.
+    let wire = craft(2, &body(&unroutable, &[1, 2], proto::IPIP), src);
+    assert_eq!(
+        from_underlay(&mut b, &wire).0,
+        dropped(DropReason::UrpfFailed)
+    );
+    set_mode(&mut b, UrpfMode::Off);
+    let wire = craft(3, &body(&unroutable, &[1, 2], proto::IPIP), src);
+    assert_eq!(
+        from_underlay(&mut b, &wire).0,
+        Disposition::Sent(Port::Host)
+    );
+}
+
+#[test]
+fn byte_lifetimes_fire_events_and_stop_the_sa() {
+    let lifetime = Lifetime {
+        soft_bytes: Some(300),
+        hard_bytes: Some(500),
+        ..Lifetime::default()
+    };
+    let (mut a, _) = pair(&Options {
+        lifetime,
+        ..Options::default()
+    });
+    let inner = udp(v4(1, 5), v4(2, 9), 200, 0, true);
+    let results: Vec<Disposition> = (0..3).map(|_| from_host(&mut a, &inner).0).collect();
+    // 200 + 200 = 400 bytes pass (soft at 300); the third packet would make 600 > 500.
+    assert_eq!(
+        results,
+        [
+            Disposition::Sent(Port::Underlay),
+            Disposition::Sent(Port::Underlay),
+            dropped(DropReason::SaExpired)
+        ]
+    );
+    assert_eq!(
+        a.next_event().map(|e| e.kind),
+        Some(SaEventKind::SoftLifetime)
+    );
+    assert_eq!(
+        a.next_event().map(|e| e.kind),
+        Some(SaEventKind::HardLifetime)
+    );
+}
+
+#[test]
+fn ipv6_outer_fragments_are_reassembled() {
+    let (mut a, mut b) = pair(&Options {
+        outer_v6: true,
+        ..Options::default()
+    });
+    let inner = udp(v4(1, 5), v4(2, 9), 600, 0, true);
+    let wire = encrypt(&mut a, &inner);
+    // RFC 8200 section 4.5: fixed header, fragment header, 8-byte aligned pieces.
+    let payload = &wire[40..];
+    let fragment = |offset: usize, piece: &[u8], more: bool| {
+        let mut f = wire[..40].to_vec();
+        f[4..6].copy_from_slice(&((8 + piece.len()) as u16).to_be_bytes());
+        f[6] = proto::FRAGMENT;
+        f.extend_from_slice(&[proto::ESP, 0]);
+        f.extend_from_slice(&((offset as u16) | u16::from(more)).to_be_bytes());
+        f.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+        f.extend_from_slice(piece);
+        f
+    };
+    let first = fragment(0, &payload[..320], true);
+    let second = fragment(320, &payload[320..], false);
+    assert_eq!(from_underlay(&mut b, &first).0, Disposition::Held);
+    let (d, out) = from_underlay(&mut b, &second);
+    assert_eq!(d, Disposition::Sent(Port::Host));
+    assert_eq!(out[0].1, inner);
+}
