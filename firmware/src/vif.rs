@@ -116,6 +116,44 @@ impl VifConfig {
     }
 }
 
+/// The fields of a vif the send path reads, copied out (no `String`) so the vif table is
+/// not borrowed while the SAD and counters are updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunnel {
+    /// The vif.
+    pub id: VifId,
+    /// Outer source.
+    pub local: IpAddr,
+    /// Outer destination.
+    pub remote: IpAddr,
+    /// Largest inner packet.
+    pub mtu: u16,
+    /// Outer TTL / hop limit.
+    pub ttl: u8,
+    /// Outer DSCP policy.
+    pub dscp: DscpMode,
+    /// Outer DF policy.
+    pub df: DfMode,
+    /// Link state.
+    pub up: bool,
+}
+
+impl VifConfig {
+    /// The send-path view of this vif.
+    pub fn tunnel(&self) -> Tunnel {
+        Tunnel {
+            id: self.id,
+            local: self.local,
+            remote: self.remote,
+            mtu: self.mtu,
+            ttl: self.ttl,
+            dscp: self.dscp,
+            df: self.df,
+            up: self.up,
+        }
+    }
+}
+
 /// A vif with its counters.
 #[derive(Debug, Clone)]
 pub struct Vif {

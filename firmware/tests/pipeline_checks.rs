@@ -814,3 +814,16 @@ fn ipv6_outer_fragments_are_reassembled() {
     assert_eq!(d, Disposition::Sent(Port::Host));
     assert_eq!(out[0].1, inner);
 }
+
+#[test]
+fn incomplete_datagrams_time_out_and_are_counted() {
+    let (mut a, mut b) = pair(&Options::default());
+    let wire = encrypt(&mut a, &udp(v4(1, 5), v4(2, 9), 600, 0, true));
+    let mut first = wire[..20 + 256].to_vec();
+    first[2..4].copy_from_slice(&(276u16).to_be_bytes());
+    first[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
+    fix_ipv4_checksum(&mut first);
+    assert_eq!(from_underlay_at(&mut b, &first, 0).0, Disposition::Held);
+    b.poll(60_000);
+    assert_eq!(b.counters().drops(DropReason::FragmentTimeout), 1);
+}

@@ -21,7 +21,7 @@ use crate::pipeline::{Disposition, InnerHeader, Port, Tx, ecn_encapsulate};
 use crate::policy::{Candidate, PolicyEngine, RouteDecision, RouteQuery, SpdQuery};
 use crate::sad::{SaDirection, SaId, SaStopped};
 use crate::spd::{Action, Direction, TunnelKey};
-use crate::vif::{DfMode, DscpMode, VifConfig, VifId};
+use crate::vif::{DfMode, DscpMode, Tunnel, VifId};
 use crate::wire::icmp::{self, ErrorKind};
 use crate::wire::{esp, ipv4, ipv6, proto};
 
@@ -108,7 +108,7 @@ impl<P: PolicyEngine> Node<P> {
         now_ms: u64,
         tx: &mut impl Tx,
     ) -> Disposition {
-        let Some(vif) = self.vifs.get(vif_id).map(|v| v.config.clone_light()) else {
+        let Some(vif) = self.vifs.get(vif_id).map(|v| v.config.tunnel()) else {
             return self.drop_packet(DropReason::NoVif);
         };
         if !vif.up {
@@ -148,7 +148,7 @@ impl<P: PolicyEngine> Node<P> {
         &mut self,
         pkt: &mut PacketBuf<'_>,
         inner: &InnerHeader,
-        vif: &VifLite,
+        vif: &Tunnel,
         tx: &mut impl Tx,
     ) -> Disposition {
         let outer_len = outer_header_len(vif.local);
@@ -181,7 +181,7 @@ impl<P: PolicyEngine> Node<P> {
         &mut self,
         pkt: &mut PacketBuf<'_>,
         inner: &InnerHeader,
-        vif: &VifLite,
+        vif: &Tunnel,
         sa_id: SaId,
         now_ms: u64,
         tx: &mut impl Tx,
@@ -396,35 +396,6 @@ impl<P: PolicyEngine> Node<P> {
     }
 }
 
-/// The vif fields the send path reads, copied out so the vif table is not borrowed while
-/// the SAD and counters are updated.
-#[derive(Debug, Clone, Copy)]
-struct VifLite {
-    id: VifId,
-    local: IpAddr,
-    remote: IpAddr,
-    mtu: u16,
-    ttl: u8,
-    dscp: DscpMode,
-    df: DfMode,
-    up: bool,
-}
-
-impl VifConfig {
-    fn clone_light(&self) -> VifLite {
-        VifLite {
-            id: self.id,
-            local: self.local,
-            remote: self.remote,
-            mtu: self.mtu,
-            ttl: self.ttl,
-            dscp: self.dscp,
-            df: self.df,
-            up: self.up,
-        }
-    }
-}
-
 /// Asks the policy engine to choose among the route's candidates (on the stack: at most
 /// [`MAX_NEXT_HOPS`]).
 fn select_next_hop<P: PolicyEngine>(
@@ -474,7 +445,7 @@ fn outer_header_len(local: IpAddr) -> usize {
 /// vif, and (IPv6) the inner flow hash as flow label (RFC 6438).
 fn emit_outer(
     header: &mut [u8],
-    vif: &VifLite,
+    vif: &Tunnel,
     inner: &InnerHeader,
     protocol: u8,
     payload_len: usize,
