@@ -1,5 +1,5 @@
 //! Network description files (TOML): one or more nodes, each a firmware
-//! [`NodeConfig`](iipnic_firmware::NodeConfig) plus a name. Every error names the file,
+//! [`NodeConfig`] plus a name. Every error names the file,
 //! the line and the field.
 
 use std::fmt;

@@ -2,11 +2,11 @@
 //! 3.4 for ESP processing; RFC 4301 section 5.2 for the inbound policy checks).
 //!
 //! 1. [`Node::from_underlay`]: validate the outer header; reassemble outer fragments.
-//! 2. [`Node::esp_input`]: SAD by SPI, replay check, ICV and decryption, window update,
+//! 2. `Node::esp_input`: SAD by SPI, replay check, ICV and decryption, window update,
 //!    trailer checks, SA selector and SPD-S check on the decrypted tunnel header.
-//!    [`Node::plaintext_input`]: plaintext IPIP goes to SPD-I (BYPASS, or DISCARD for
+//!    `Node::plaintext_input`: plaintext IPIP goes to SPD-I (BYPASS, or DISCARD for
 //!    peers whose traffic must be protected).
-//! 3. [`Node::decapsulate`]: the vif of the tunnel, RFC 6040 ECN, ingress filtering of
+//! 3. `Node::decapsulate`: the vif of the tunnel, RFC 6040 ECN, ingress filtering of
 //!    the inner source, then VN forwarding again.
 
 use core::net::IpAddr;

@@ -2,9 +2,9 @@
 //! RFC 2473 encapsulation and RFC 4303 transport-mode ESP on the tunnel packet).
 //!
 //! 1. [`Node::from_host`]: validate the VN packet.
-//! 2. [`Node::forward`]: VN forwarding lookup, route selection, TTL in transit.
-//! 3. [`Node::encapsulate`]: tunnel MTU / PMTU, then SPD-O on the tunnel header.
-//! 4. [`Node::send_protected`] or [`Node::send_bypass`]: IPIP header, and ESP when PROTECT.
+//! 2. `Node::forward`: VN forwarding lookup, route selection, TTL in transit.
+//! 3. `Node::encapsulate`: tunnel MTU / PMTU, then SPD-O on the tunnel header.
+//! 4. `Node::send_protected` or `Node::send_bypass`: IPIP header, and ESP when PROTECT.
 //!
 //! Steps 3 and 4 build the outer header and the ESP header in one pass: the SPD key is
 //! fully known from the vif (outer src, outer dst, next protocol) before any byte is
