@@ -121,6 +121,10 @@ pub struct Counters {
     pub spd_cache_hits: u64,
     /// SPD cache misses.
     pub spd_cache_misses: u64,
+    /// Route-selection cache hits (no policy call).
+    pub route_cache_hits: u64,
+    /// Route-selection cache misses (the policy engine chose).
+    pub route_cache_misses: u64,
     /// SA events lost because the event queue was full.
     pub events_lost: u64,
     /// Drops, indexed by `DropReason as usize`.
@@ -140,6 +144,8 @@ impl Default for Counters {
             reassembled: 0,
             spd_cache_hits: 0,
             spd_cache_misses: 0,
+            route_cache_hits: 0,
+            route_cache_misses: 0,
             events_lost: 0,
             drops: [0; DropReason::COUNT],
         }

@@ -1,7 +1,9 @@
 //! VN forwarding table: longest-prefix match for IPv4 and IPv6 with several candidate next
 //! hops per prefix. Route *selection* among the candidates belongs to the policy engine.
 
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
@@ -192,6 +194,66 @@ impl Fib {
             .values()
             .chain(self.v6.by_len.values())
             .flat_map(|b| b.values())
+    }
+}
+
+/// The flow a route-selection answer applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowKey {
+    /// Inner source.
+    pub src: IpAddr,
+    /// Inner destination.
+    pub dst: IpAddr,
+    /// Inner protocol.
+    pub protocol: u8,
+    /// Hash of the 5-tuple (also the cache index).
+    pub flow_hash: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FlowSlot {
+    key: FlowKey,
+    vif: Option<VifId>,
+    generation: u64,
+}
+
+/// Route-selection answers per flow, so a policy module is asked once per flow and policy
+/// generation rather than per packet. Direct-mapped, allocated once.
+#[derive(Debug)]
+pub struct RouteCache {
+    slots: Box<[Option<FlowSlot>]>,
+}
+
+impl RouteCache {
+    /// A cache of `slots` entries, rounded up to a power of two.
+    pub fn new(slots: usize) -> Self {
+        RouteCache {
+            slots: vec![None; slots.max(1).next_power_of_two()].into_boxed_slice(),
+        }
+    }
+
+    fn index(&self, key: &FlowKey) -> usize {
+        (key.flow_hash as usize) & (self.slots.len() - 1)
+    }
+
+    /// The cached choice (`Some(None)`: cached "no route").
+    pub fn get(&self, key: &FlowKey, generation: u64) -> Option<Option<VifId>> {
+        match self.slots.get(self.index(key)) {
+            Some(Some(s)) if s.generation == generation && s.key == *key => Some(s.vif),
+            _ => None,
+        }
+    }
+
+    /// Remembers a choice.
+    pub fn insert(&mut self, key: FlowKey, vif: Option<VifId>, generation: u64) {
+        let i = self.index(&key);
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Some(FlowSlot {
+                key,
+                vif,
+                generation,
+            });
+        }
     }
 }
 

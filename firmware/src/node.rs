@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::control::{ConfigError, ControlOp, NodeConfig, NodeSettings};
 use crate::counters::{Counters, DropReason, TrafficCounters};
-use crate::fib::Fib;
+use crate::fib::{Fib, RouteCache};
 use crate::packet_buf::{HEADROOM, TAILROOM};
 use crate::pipeline::Disposition;
 use crate::policy::{PolicyEngine, SpdQuery};
@@ -24,6 +24,8 @@ use crate::vif::{VifId, VifTable};
 pub struct NodeLimits {
     /// Slots in each SPD cache (SPD-O, SPD-I, SPD-S).
     pub spd_cache_slots: usize,
+    /// Slots in the per-flow route-selection cache.
+    pub route_cache_slots: usize,
     /// Outer reassembly.
     pub reassembly: ReassemblyLimits,
     /// Largest VN packet the node builds ICMP errors and fragments in.
@@ -34,6 +36,7 @@ impl Default for NodeLimits {
     fn default() -> Self {
         NodeLimits {
             spd_cache_slots: 1024,
+            route_cache_slots: 4096,
             reassembly: ReassemblyLimits::default(),
             scratch_bytes: HEADROOM + 9216 + TAILROOM,
         }
@@ -60,6 +63,7 @@ pub struct Node<P: PolicyEngine> {
     pub(crate) sad: Sad,
     pub(crate) spd: Spd,
     pub(crate) caches: SpdCaches,
+    pub(crate) route_cache: RouteCache,
     pub(crate) policy: P,
     pub(crate) reassembly: Reassembler,
     pub(crate) counters: Counters,
@@ -95,6 +99,7 @@ impl<P: PolicyEngine> Node<P> {
                 inbound: SpdCache::new(limits.spd_cache_slots),
                 secure: SpdCache::new(limits.spd_cache_slots),
             },
+            route_cache: RouteCache::new(limits.route_cache_slots),
             policy,
             reassembly: Reassembler::new(limits.reassembly),
             counters: Counters::default(),
@@ -207,9 +212,16 @@ impl<P: PolicyEngine> Node<P> {
         &mut self.policy
     }
 
-    /// Marks every cached policy decision stale, e.g. after a policy module was swapped.
+    /// Marks every cached policy decision stale. Engines report their own swaps through
+    /// [`PolicyEngine::generation`]; this is for changes the node cannot see.
     pub fn invalidate_policy_caches(&mut self) {
         self.spd.invalidate();
+    }
+
+    /// The generation cached decisions must carry: it moves with every SPD or control
+    /// change and with every change of the policy engine (both only ever grow).
+    pub(crate) fn policy_generation(&self) -> u64 {
+        self.spd.generation().wrapping_add(self.policy.generation())
     }
 
     /// Node-wide counters.
@@ -294,7 +306,7 @@ impl<P: PolicyEngine> Node<P> {
     /// The SPD decision for a tunnel key: from the cache of that direction when it holds
     /// one of the current generation, otherwise from the policy engine.
     pub(crate) fn spd_decision(&mut self, query: SpdQuery) -> SpdDecision {
-        let generation = self.spd.generation();
+        let generation = self.policy_generation();
         let cache = match (query.direction, query.protected) {
             (Direction::Outbound, _) => &mut self.caches.outbound,
             (Direction::Inbound, false) => &mut self.caches.inbound,
@@ -306,6 +318,8 @@ impl<P: PolicyEngine> Node<P> {
         }
         self.counters.spd_cache_misses += 1;
         let decision = self.policy.spd_decide(&self.spd, &query);
+        // A module swap during the call is impossible (`&mut self`), so `generation` is
+        // still current.
         cache.insert(query.key, decision, generation);
         decision
     }

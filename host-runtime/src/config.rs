@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use iipnic_firmware::{ConfigError, NativePolicy, Node, NodeConfig, NodeLimits};
+use iipnic_firmware::{ConfigError, NativePolicy, Node, NodeConfig, NodeLimits, PolicyEngine};
 use serde::Deserialize;
 
 /// A node as written in the file.
@@ -122,12 +122,22 @@ impl Network {
 
     /// Builds every node with the native policy engine.
     pub fn build_nodes(&self, now_ms: u64) -> Result<Vec<Node<NativePolicy>>, ConfigFileError> {
+        self.build_nodes_with(now_ms, |_| Ok(NativePolicy))
+    }
+
+    /// Builds every node with the policy engine `make` returns for it (by index).
+    pub fn build_nodes_with<P: PolicyEngine>(
+        &self,
+        now_ms: u64,
+        mut make: impl FnMut(usize) -> Result<P, String>,
+    ) -> Result<Vec<Node<P>>, ConfigFileError> {
         self.file
             .nodes
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                Node::new(&n.config, NativePolicy, self.file.limits, now_ms)
+                let policy = make(i).map_err(|e| self.error(&format!("nodes[{i}]"), &e))?;
+                Node::new(&n.config, policy, self.file.limits, now_ms)
                     .map_err(|e| self.located(e.within(&format!("nodes[{i}]"))))
             })
             .collect()

@@ -5,4 +5,5 @@ pub mod config;
 pub mod demo;
 pub mod pcap;
 pub mod policy;
+pub mod policy_cases;
 pub mod replay;

@@ -52,6 +52,22 @@ enum Command {
 enum PolicyCommand {
     /// List the modules the host finds (`$IIPNIC_POLICY_DIR` or the policies-wasm build).
     List,
+    /// Check a module against the ABI: imports, exports, version, memory, init, self-test.
+    Check {
+        /// A `.wasm`/`.wat` path, or the name of a found module.
+        module: String,
+        /// Configuration blob to initialise it with, as hex.
+        #[arg(long)]
+        config_hex: Option<String>,
+    },
+    /// Run decisions offline and compare them with the expected ones.
+    Test {
+        /// A `.wasm`/`.wat` path, or the name of a found module.
+        module: String,
+        /// The cases (TOML; see docs/policy-abi.md).
+        #[arg(long)]
+        cases: PathBuf,
+    },
     /// Precompile a module with cranelift for a device.
     Build {
         /// A `.wasm` path, or the name of a found module (`route_first`).
@@ -142,6 +158,30 @@ fn run_policy(command: PolicyCommand) -> Result<(), String> {
                 println!("{}\t{size} bytes", module.display());
             }
             Ok(())
+        }
+        PolicyCommand::Check { module, config_hex } => {
+            let path = policy::find_module(&module)?;
+            let config = config_hex
+                .map(|h| hex::decode(h.trim()).map_err(|e| format!("--config-hex: {e}")))
+                .transpose()?;
+            print!("{}", policy::check(&path, config, Default::default())?);
+            Ok(())
+        }
+        PolicyCommand::Test { module, cases } => {
+            let path = policy::find_module(&module)?;
+            let report = iipnic::policy_cases::run(&path, &cases)?;
+            for line in &report.lines {
+                println!("{line}");
+            }
+            if report.failed == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} of {} cases failed",
+                    report.failed,
+                    report.failed + report.passed
+                ))
+            }
         }
         PolicyCommand::Build {
             module,

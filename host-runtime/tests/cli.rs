@@ -145,7 +145,7 @@ fn the_host_finds_and_precompiles_the_built_policy_modules() {
     assert!(
         modules
             .iter()
-            .any(|m| m.file_stem().unwrap() == "route_first"),
+            .any(|m| m.file_stem().unwrap() == "route_lpm_first"),
         "{modules:?}"
     );
     let tmp = tempfile::tempdir().unwrap();
@@ -154,7 +154,7 @@ fn the_host_finds_and_precompiles_the_built_policy_modules() {
         let result = iipnic(&[
             "policy",
             "build",
-            "route_first",
+            "route_lpm_first",
             "--target",
             target,
             "-o",
@@ -170,11 +170,74 @@ fn the_host_finds_and_precompiles_the_built_policy_modules() {
     let result = iipnic(&[
         "policy",
         "build",
-        "route_first",
+        "route_lpm_first",
         "--target",
         "mips",
         "-o",
         "/tmp/x",
     ]);
     assert!(String::from_utf8_lossy(&result.stderr).contains("unknown target `mips`"));
+}
+
+#[test]
+fn policy_check_reports_each_example_module() {
+    for (name, serves) in [
+        ("spd_rules", "spd"),
+        ("spd_tenant_allowlist", "spd"),
+        ("route_lpm_first", "route"),
+        ("route_ecmp", "route"),
+        ("route_failover", "route"),
+        ("route_first_wat", "route"),
+    ] {
+        let result = iipnic(&["policy", "check", name]);
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        assert!(
+            result.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        assert!(stdout.contains("ABI v1.0 ok"), "{stdout}");
+        assert!(stdout.contains(&format!("serves: {serves}")), "{stdout}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.wat");
+    std::fs::write(
+        &bad,
+        r#"(module (import "env" "abort" (func)) (memory (export "memory") 1))"#,
+    )
+    .unwrap();
+    let result = iipnic(&["policy", "check", bad.to_str().unwrap()]);
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("imports `env.abort`"));
+}
+
+#[test]
+fn policy_test_runs_cases_and_fails_on_a_wrong_expectation() {
+    let cases = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies-wasm/cases/spd-rules.toml"
+    );
+    let result = iipnic(&["policy", "test", "spd_rules", "--cases", cases]);
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stdout)
+    );
+    assert!(String::from_utf8_lossy(&result.stdout).contains("4 passed, 0 failed"));
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.toml");
+    let text = std::fs::read_to_string(cases).unwrap().replace(
+        "expect = { action = \"discard\" }",
+        "expect = { action = \"bypass\" }",
+    );
+    std::fs::write(&wrong, text).unwrap();
+    let result = iipnic(&[
+        "policy",
+        "test",
+        "spd_rules",
+        "--cases",
+        wrong.to_str().unwrap(),
+    ]);
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stdout).contains("FAIL  outside every selector"));
 }

@@ -227,6 +227,7 @@ impl<P: PolicyEngine> Node<P> {
                 protocol: next_header,
             },
             protected: true,
+            now_ms,
         });
         match decision.action {
             Action::Protect { sa: None } => {}
@@ -254,6 +255,7 @@ impl<P: PolicyEngine> Node<P> {
                 protocol: outer.protocol,
             },
             protected: false,
+            now_ms,
         });
         match decision.action {
             Action::Bypass => {}

@@ -14,11 +14,11 @@ use core::net::IpAddr;
 
 use crate::counters::DropReason;
 use crate::esp::{IV_LEN, PAYLOAD_OFFSET};
-use crate::fib::{MAX_NEXT_HOPS, NextHop, RouteTarget};
+use crate::fib::{FlowKey, MAX_NEXT_HOPS, NextHop, RouteTarget};
 use crate::node::Node;
 use crate::packet_buf::{HEADROOM, PacketBuf};
 use crate::pipeline::{Disposition, InnerHeader, Port, Tx, ecn_encapsulate};
-use crate::policy::{Candidate, PolicyEngine, RouteDecision, RouteQuery, SpdQuery};
+use crate::policy::{Candidate, PolicyEngine, RouteQuery, SpdQuery};
 use crate::sad::{SaDirection, SaId, SaStopped};
 use crate::spd::{Action, Direction, TunnelKey};
 use crate::vif::{DfMode, DscpMode, Tunnel, VifId};
@@ -80,7 +80,29 @@ impl<P: PolicyEngine> Node<P> {
             RouteTarget::Blackhole => return self.drop_packet(DropReason::Blackhole),
             RouteTarget::Vif { next_hops } => next_hops,
         };
-        let Some(vif) = select_next_hop(&mut self.policy, &self.vifs, inner, next_hops) else {
+        let flow = FlowKey {
+            src: inner.src,
+            dst: inner.dst,
+            protocol: inner.protocol,
+            flow_hash: inner.flow_hash,
+        };
+        let generation = self.policy_generation();
+        let choice = match self.route_cache.get(&flow, generation) {
+            Some(choice) => {
+                self.counters.route_cache_hits += 1;
+                choice
+            }
+            None => {
+                self.counters.route_cache_misses += 1;
+                let decision =
+                    select_next_hop(&mut self.policy, &self.vifs, inner, next_hops, now_ms);
+                if decision.1 {
+                    self.route_cache.insert(flow, decision.0, generation);
+                }
+                decision.0
+            }
+        };
+        let Some(vif) = choice else {
             return self.drop_packet(DropReason::NoNextHop);
         };
         if matches!(ingress, Ingress::Vif(_)) {
@@ -132,6 +154,7 @@ impl<P: PolicyEngine> Node<P> {
             direction: Direction::Outbound,
             key,
             protected: false,
+            now_ms,
         });
         match decision.action {
             Action::Discard => self.drop_on_vif(vif_id, DropReason::SpdDiscard),
@@ -397,13 +420,14 @@ impl<P: PolicyEngine> Node<P> {
 }
 
 /// Asks the policy engine to choose among the route's candidates (on the stack: at most
-/// [`MAX_NEXT_HOPS`]).
+/// [`MAX_NEXT_HOPS`]). Returns the vif (or none) and whether the answer may be cached.
 fn select_next_hop<P: PolicyEngine>(
     policy: &mut P,
     vifs: &crate::vif::VifTable,
     inner: &InnerHeader,
     next_hops: &[NextHop],
-) -> Option<VifId> {
+    now_ms: u64,
+) -> (Option<VifId>, bool) {
     let mut candidates = [Candidate {
         next_hop: NextHop {
             vif: VifId(0),
@@ -419,18 +443,21 @@ fn select_next_hop<P: PolicyEngine>(
             up: vifs.get(nh.vif).is_some_and(|v| v.config.up),
         };
     }
-    let candidates = candidates.get(..count)?;
+    let candidates = candidates.get(..count).unwrap_or_default();
     let query = RouteQuery {
         src: inner.src,
         dst: inner.dst,
         protocol: inner.protocol,
         flow_hash: inner.flow_hash,
         candidates,
+        now_ms,
     };
-    match policy.route_select(&query) {
-        RouteDecision::Use(i) => candidates.get(i).map(|c| c.next_hop.vif),
-        RouteDecision::NoRoute => None,
-    }
+    let decision = policy.route_select(&query);
+    let vif = decision
+        .choice
+        .and_then(|i| candidates.get(i))
+        .map(|c| c.next_hop.vif);
+    (vif, decision.cacheable)
 }
 
 fn outer_header_len(local: IpAddr) -> usize {

@@ -26,6 +26,8 @@ pub struct SpdQuery {
     pub key: TunnelKey,
     /// Inbound only: the packet arrived under ESP (true) or in clear (false).
     pub protected: bool,
+    /// Node time, for policies that look at the clock.
+    pub now_ms: u64,
 }
 
 /// A candidate next hop as route selection sees it.
@@ -51,19 +53,27 @@ pub struct RouteQuery<'a> {
     pub flow_hash: u32,
     /// Candidates, best metric first.
     pub candidates: &'a [Candidate],
+    /// Node time, for policies that look at the clock.
+    pub now_ms: u64,
 }
 
 /// The answer to a route-selection question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteDecision {
-    /// Use the candidate at this index.
-    Use(usize),
-    /// No candidate is usable.
-    NoRoute,
+pub struct RouteDecision {
+    /// Index of the chosen candidate; `None` when no candidate is usable.
+    pub choice: Option<usize>,
+    /// May the node reuse this answer for the same flow until the policy changes?
+    pub cacheable: bool,
 }
 
 /// What the fast path needs from a policy engine.
 pub trait PolicyEngine {
+    /// Changes whenever the engine's answers may change (a module was swapped): the node
+    /// drops every cached decision of an older generation.
+    fn generation(&self) -> u64 {
+        0
+    }
+
     /// Decides an SPD question. `spd` holds the control plane's ordered entries.
     fn spd_decide(&mut self, spd: &Spd, query: &SpdQuery) -> SpdDecision;
 
@@ -72,6 +82,10 @@ pub trait PolicyEngine {
 }
 
 impl<P: PolicyEngine + ?Sized> PolicyEngine for &mut P {
+    fn generation(&self) -> u64 {
+        (**self).generation()
+    }
+
     fn spd_decide(&mut self, spd: &Spd, query: &SpdQuery) -> SpdDecision {
         (**self).spd_decide(spd, query)
     }
@@ -81,5 +95,7 @@ impl<P: PolicyEngine + ?Sized> PolicyEngine for &mut P {
     }
 }
 
+#[cfg(feature = "wasm-policy")]
+pub mod wasm;
 #[cfg(feature = "wasm-policy")]
 pub mod wasm_config;

@@ -14,11 +14,10 @@ impl PolicyEngine for NativePolicy {
     }
 
     fn route_select(&mut self, query: &RouteQuery<'_>) -> RouteDecision {
-        query
-            .candidates
-            .iter()
-            .position(|c| c.up)
-            .map_or(RouteDecision::NoRoute, RouteDecision::Use)
+        RouteDecision {
+            choice: query.candidates.iter().position(|c| c.up),
+            cacheable: true,
+        }
     }
 }
 
@@ -52,8 +51,9 @@ mod tests {
             protocol: 17,
             flow_hash: 0,
             candidates: &candidates,
+            now_ms: 0,
         };
-        assert_eq!(NativePolicy.route_select(&query), RouteDecision::Use(1));
+        assert_eq!(NativePolicy.route_select(&query).choice, Some(1));
         let down = [Candidate {
             next_hop: nh(1),
             up: false,
@@ -62,6 +62,6 @@ mod tests {
             candidates: &down,
             ..query
         };
-        assert_eq!(NativePolicy.route_select(&query), RouteDecision::NoRoute);
+        assert_eq!(NativePolicy.route_select(&query).choice, None);
     }
 }
