@@ -454,49 +454,9 @@ pub unsafe fn load_artifact(engine: &Engine, bytes: &[u8]) -> Result<Module, Loa
 impl WasmPolicy {
     /// An engine with both slots empty (native behaviour).
     pub fn new(engine: Engine) -> Result<Self, LoadError> {
-        let mut linker = Linker::new(&engine);
-        linker
-            .func_wrap(
-                names::IMPORT_MODULE,
-                names::LOG,
-                |mut caller: Caller<'_, Guest>, level: i32, ptr: i32, len: i32| {
-                    let mut line = [0u8; LOG_LINE_MAX];
-                    let mut copied = 0;
-                    if let Some(memory) = caller
-                        .get_export(names::MEMORY)
-                        .and_then(|e| e.into_memory())
-                    {
-                        let data = memory.data(&caller);
-                        let start = usize::try_from(ptr).unwrap_or(usize::MAX);
-                        let len = usize::try_from(len).unwrap_or(0).min(LOG_LINE_MAX);
-                        if let Some(bytes) =
-                            start.checked_add(len).and_then(|end| data.get(start..end))
-                        {
-                            line[..bytes.len()].copy_from_slice(bytes);
-                            copied = bytes.len();
-                        }
-                    }
-                    let guest = caller.data_mut();
-                    if guest.log.len() < LOG_CAPACITY {
-                        guest.log.push((level, line, copied));
-                    } else {
-                        guest.log_dropped += 1;
-                    }
-                },
-            )
-            .and_then(|l| {
-                l.func_wrap(
-                    names::IMPORT_MODULE,
-                    names::NOW_MS,
-                    |caller: Caller<'_, Guest>| {
-                        i64::try_from(caller.data().now_ms).unwrap_or(i64::MAX)
-                    },
-                )
-            })
-            .map_err(|e| LoadError::Instantiate(e.to_string()))?;
         Ok(WasmPolicy {
+            linker: linker(&engine)?,
             engine,
-            linker,
             spd: Slot::default(),
             route: Slot::default(),
             generation: 0,
@@ -519,6 +479,7 @@ impl WasmPolicy {
     /// Validates, instantiates, configures and self-tests `module`, then swaps it into the
     /// slot in one step: the previous module answers every question until this returns
     /// `Ok`, and cached decisions are invalidated. On `Err` nothing changes.
+    /// ([`WasmPolicy::prepare`] + [`WasmPolicy::install`] in one call.)
     pub fn load(
         &mut self,
         kind: SlotKind,
@@ -528,12 +489,57 @@ impl WasmPolicy {
         spd: &Spd,
         now_ms: u64,
     ) -> Result<(), LoadError> {
-        let loaded = self.prepare(kind, module, config, settings, spd, now_ms)?;
+        let prepared = Self::prepare(&self.engine, kind, module, config, settings, spd, now_ms)?;
+        drop(self.install(prepared));
+        Ok(())
+    }
+
+    /// Does all the slow work of a swap — checks, instantiation, init, self-test — without
+    /// touching a running engine, so a control thread can do it while packets flow.
+    pub fn prepare(
+        engine: &Engine,
+        kind: SlotKind,
+        module: Module,
+        config: ConfigSource,
+        settings: SlotSettings,
+        spd: &Spd,
+        now_ms: u64,
+    ) -> Result<Prepared, LoadError> {
+        check_module(&module, kind)?;
+        let linker = linker(engine)?;
+        let mut loaded = Loaded {
+            module,
+            config,
+            settings,
+            instance: None,
+            failures: 0,
+            retry_at_ms: 0,
+        };
+        let mut scratch = Vec::new();
+        loaded.instance = Some(start(
+            engine,
+            &linker,
+            &loaded,
+            kind,
+            spd,
+            &mut scratch,
+            now_ms,
+        )?);
+        Ok(Prepared { kind, loaded })
+    }
+
+    /// Swaps a prepared module in: constant time, so the packet path pauses only for a
+    /// move and a generation bump. The old module answers until this call and is handed
+    /// back, so the caller can drop it off the packet path (tearing down a store costs
+    /// tens of microseconds) or keep it to roll back.
+    #[must_use = "drop the replaced module off the packet path, or keep it to roll back"]
+    pub fn install(&mut self, prepared: Prepared) -> Option<Prepared> {
+        let kind = prepared.kind;
         let slot = self.slot_mut(kind);
-        slot.live = Some(loaded);
+        let old = slot.live.replace(prepared.loaded);
         slot.counters.swaps += 1;
         self.generation += 1;
-        Ok(())
+        old.map(|loaded| Prepared { kind, loaded })
     }
 
     /// Empties a slot: native behaviour from the next decision on.
@@ -555,9 +561,9 @@ impl WasmPolicy {
         spd: &Spd,
         now_ms: u64,
     ) -> Result<(), LoadError> {
-        let loaded = self.prepare(kind, module, config, settings, spd, now_ms)?;
+        let prepared = Self::prepare(&self.engine, kind, module, config, settings, spd, now_ms)?;
         let slot = self.slot_mut(kind);
-        slot.shadow = Some(loaded);
+        slot.shadow = Some(prepared.loaded);
         slot.mismatches.clear();
         // Cached answers would hide misses from the shadow.
         self.generation += 1;
@@ -613,36 +619,64 @@ impl WasmPolicy {
             SlotKind::Route => &mut self.route,
         }
     }
+}
 
-    fn prepare(
-        &mut self,
-        kind: SlotKind,
-        module: Module,
-        config: ConfigSource,
-        settings: SlotSettings,
-        spd: &Spd,
-        now_ms: u64,
-    ) -> Result<Loaded, LoadError> {
-        check_module(&module, kind)?;
-        let mut loaded = Loaded {
-            module,
-            config,
-            settings,
-            instance: None,
-            failures: 0,
-            retry_at_ms: 0,
-        };
-        loaded.instance = Some(start(
-            &self.engine,
-            &self.linker,
-            &loaded,
-            kind,
-            spd,
-            &mut self.spd_blob,
-            now_ms,
-        )?);
-        Ok(loaded)
+/// A module ready to be swapped in (see [`WasmPolicy::prepare`]).
+pub struct Prepared {
+    kind: SlotKind,
+    loaded: Loaded,
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
+}
+
+/// The import set of ABI v1: `iipnic.log` and `iipnic.now_ms`, nothing else.
+fn linker(engine: &Engine) -> Result<Linker<Guest>, LoadError> {
+    let mut linker = Linker::new(engine);
+    linker
+        .func_wrap(
+            names::IMPORT_MODULE,
+            names::LOG,
+            |mut caller: Caller<'_, Guest>, level: i32, ptr: i32, len: i32| {
+                let mut line = [0u8; LOG_LINE_MAX];
+                let mut copied = 0;
+                if let Some(memory) = caller
+                    .get_export(names::MEMORY)
+                    .and_then(|e| e.into_memory())
+                {
+                    let data = memory.data(&caller);
+                    let start = usize::try_from(ptr).unwrap_or(usize::MAX);
+                    let len = usize::try_from(len).unwrap_or(0).min(LOG_LINE_MAX);
+                    if let Some(bytes) = start.checked_add(len).and_then(|end| data.get(start..end))
+                    {
+                        if let Some(dst) = line.get_mut(..bytes.len()) {
+                            dst.copy_from_slice(bytes);
+                        }
+                        copied = bytes.len();
+                    }
+                }
+                let guest = caller.data_mut();
+                if guest.log.len() < LOG_CAPACITY {
+                    guest.log.push((level, line, copied));
+                } else {
+                    guest.log_dropped += 1;
+                }
+            },
+        )
+        .and_then(|l| {
+            l.func_wrap(
+                names::IMPORT_MODULE,
+                names::NOW_MS,
+                |caller: Caller<'_, Guest>| i64::try_from(caller.data().now_ms).unwrap_or(i64::MAX),
+            )
+        })
+        .map_err(|e| LoadError::Instantiate(e.to_string()))?;
+    Ok(linker)
 }
 
 /// Instantiates, configures and self-tests a module: a ready instance or an error.
