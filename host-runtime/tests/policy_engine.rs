@@ -940,3 +940,108 @@ fn a_module_that_traps_on_every_call_never_stops_the_node() {
     let packet = udp([10, 1, 0, 1], [10, 2, 0, 9], 77);
     assert_eq!(through(a, b, &packet, 1000).1.as_deref(), Some(&packet[..]));
 }
+
+/// Every bad module, loaded into a running node: refused at load, or failing closed at
+/// run time; either way nothing panics, the reason is counted, and once a good module is
+/// back the node forwards again.
+#[test]
+fn every_bad_module_leaves_the_datapath_forwarding() {
+    let loop_forever = route_wat("0x10000", "", "(loop $l (br $l)) (i32.const 0)");
+    let oob = route_wat(
+        "0x10000",
+        "",
+        "(drop (i32.load (i32.const 0xfffffff0))) (i32.const 0)",
+    );
+    let grow = route_wat(
+        "0x10000",
+        "",
+        "(if (i32.eq (memory.grow (i32.const 64)) (i32.const -1)) (then (unreachable))) (i32.const 0)",
+    );
+    let big_memory = route_wat("0x10000", "", ANSWER_ZERO).replace(
+        "(memory (export \"memory\") 1)",
+        "(memory (export \"memory\") 100)",
+    );
+    let wrong_version = route_wat("0x20000", "", ANSWER_ZERO);
+    let missing_export =
+        route_wat("0x10000", "", ANSWER_ZERO).replace("\"route_select\"", "\"route_choose\"");
+    let extra_import = route_wat(
+        "0x10000",
+        r#"(import "env" "socket" (func (result i32)))"#,
+        ANSWER_ZERO,
+    );
+    let traps_always = route_wat("0x10000", "", "(unreachable)");
+    let bad_index = route_wat(
+        "0x10000",
+        "",
+        "(i32.store8 (i32.const 1152) (i32.const 9)) (i32.const 0)",
+    );
+    let cases: [(&str, &[u8]); 10] = [
+        ("infinite loop", loop_forever.as_bytes()),
+        ("out-of-bounds access", oob.as_bytes()),
+        ("memory growth past the cap", grow.as_bytes()),
+        ("initial memory past the cap", big_memory.as_bytes()),
+        ("wrong ABI version", wrong_version.as_bytes()),
+        ("missing export", missing_export.as_bytes()),
+        ("extra import", extra_import.as_bytes()),
+        ("malformed bytes", b"\0asm\x01\0\0\0\x01\xff\xff"),
+        ("traps on every call", traps_always.as_bytes()),
+        ("index past the candidates", bad_index.as_bytes()),
+    ];
+    for (what, bytes) in cases {
+        let mut nodes = wasm_nodes();
+        let (a, rest) = nodes.split_at_mut(1);
+        let (a, b) = (&mut a[0], &mut rest[0]);
+        let engine = a.policy_mut().engine().clone();
+        let spd = a.spd().clone();
+        let packet = udp([10, 1, 0, 1], [10, 2, 0, 9], 4242);
+        let loaded = Module::new(&engine, bytes)
+            .map_err(|e| LoadError::Invalid(e.to_string()))
+            .and_then(|m| {
+                a.policy_mut().load(
+                    SlotKind::Route,
+                    m,
+                    ConfigSource::Blob(vec![]),
+                    fast_backoff(),
+                    &spd,
+                    0,
+                )
+            });
+        match loaded {
+            Err(e) => {
+                assert!(!e.to_string().is_empty(), "{what}");
+                // Refused: the node never stopped using its previous (native) choice.
+                assert_eq!(
+                    through(a, b, &packet, 0).1.as_deref(),
+                    Some(&packet[..]),
+                    "{what}"
+                );
+            }
+            Ok(()) => {
+                // Accepted but broken: fail-closed and counted.
+                assert_eq!(
+                    through(a, b, &packet, 0).0,
+                    Disposition::Dropped(DropReason::NoNextHop),
+                    "{what}"
+                );
+                let c = a.policy_mut().counters(SlotKind::Route);
+                assert_eq!(c.failure_decisions, 1, "{what}");
+                assert_eq!(c.traps() + c.bad_outputs, 1, "{what}");
+            }
+        }
+        a.policy_mut()
+            .load(
+                SlotKind::Route,
+                module(&engine, "route_lpm_first"),
+                ConfigSource::Blob(vec![]),
+                SlotSettings::default(),
+                &spd,
+                1,
+            )
+            .unwrap();
+        assert_eq!(
+            through(a, b, &packet, 1).1.as_deref(),
+            Some(&packet[..]),
+            "{what}: forwarding again"
+        );
+    }
+}
