@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod emulator;
 pub mod pcap;
 pub mod policy;
 pub mod policy_cases;

@@ -7,8 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use iipnic::config::Network;
+use iipnic::emulator::topology::{Rng, Topology};
+use iipnic::emulator::{Emulator, Options, chart};
 use iipnic::replay::{self, Direction};
 use iipnic::{demo, pcap, policy};
+use std::io::IsTerminal;
 
 #[derive(Parser)]
 #[command(
@@ -41,8 +44,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the fast path at work on the Linux 6.1 reference capture.
-    Demo,
+    /// The main demo: the default topology with traffic, a module swap, a link cut and an
+    /// SA rekey under load; summary, chart, pcaps and keys. `--linux`: the Linux capture.
+    Demo {
+        /// Show the fast path on the Linux 6.1 reference capture instead.
+        #[arg(long)]
+        linux: bool,
+        /// Where to write pcaps, keys, report and chart.
+        #[arg(long, default_value = "iipnic-demo")]
+        out: PathBuf,
+        /// Seed of keys and link randomness.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Emulate a network: TOPOLOGY (TOML) or the built-in triangle.
+    Emulate {
+        /// Topology file; the built-in three-node triangle when absent.
+        topology: Option<PathBuf>,
+        /// Virtual time to run, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        duration: u64,
+        /// Print the final report as JSON (no status line).
+        #[arg(long)]
+        json: bool,
+        /// Write one pcap per link and a Wireshark esp_sa keys file here.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// Write an SVG chart of throughput and drops.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Seed of keys and link randomness.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Print the ESP keys of a topology as Wireshark esp_sa lines.
+    Keys {
+        /// Wireshark's esp_sa format (the only one so far).
+        #[arg(long)]
+        wireshark: bool,
+        /// Topology file; the built-in triangle when absent.
+        topology: Option<PathBuf>,
+        /// Seed the built-in triangle's keys come from.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Work with policy modules.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -91,7 +136,29 @@ fn main() -> ExitCode {
             direction,
             json,
         } => run_replay(config, input, out, direction, json),
-        Command::Demo => demo::run(&mut std::io::stdout()),
+        Command::Demo { linux: true, .. } => demo::run_linux(&mut std::io::stdout()),
+        Command::Demo { out, seed, .. } => std::fs::create_dir_all(&out)
+            .map_err(|e| format!("{}: {e}", out.display()))
+            .and_then(|()| demo::run_network(&mut std::io::stdout(), &out, seed).map(|_| ())),
+        Command::Emulate {
+            topology,
+            duration,
+            json,
+            pcap,
+            chart,
+            seed,
+        } => run_emulate(topology, duration, json, pcap, chart, seed),
+        Command::Keys { topology, seed, .. } => load_topology(topology, seed)
+            .and_then(|t| {
+                Emulator::new(
+                    t,
+                    Options {
+                        seed,
+                        ..Options::default()
+                    },
+                )
+            })
+            .map(|e| print!("{}", e.wireshark_keys())),
         Command::Policy(command) => run_policy(command),
     };
     match result {
@@ -202,4 +269,59 @@ fn run_policy(command: PolicyCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+fn load_topology(path: Option<PathBuf>, seed: u64) -> Result<Topology, String> {
+    match path {
+        Some(path) => Topology::load(&path).map_err(|e| e.to_string()),
+        None => Ok(Topology::default_triangle(&mut Rng::new(seed))),
+    }
+}
+
+fn run_emulate(
+    topology: Option<PathBuf>,
+    duration: u64,
+    json: bool,
+    pcap: Option<PathBuf>,
+    chart_path: Option<PathBuf>,
+    seed: u64,
+) -> Result<(), String> {
+    let topology = load_topology(topology, seed)?;
+    let options = Options {
+        duration_ms: duration,
+        seed,
+        pcap_dir: pcap,
+        sample_ms: 100,
+    };
+    let start = std::time::Instant::now();
+    let mut emulator = Emulator::new(topology, options)?;
+    let live = !json && std::io::stdout().is_terminal();
+    let mut last_second = 0;
+    emulator.run(&mut |e| {
+        if live && e.now_ms() / 1000 != last_second {
+            last_second = e.now_ms() / 1000;
+            print!("\r{}", e.status_line());
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        }
+    });
+    if live {
+        println!();
+    }
+    let report = emulator.finish(start.elapsed())?;
+    if let Some(path) = &chart_path {
+        std::fs::write(path, chart::svg(&report, "iipnic emulate"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.summary());
+        for f in &report.files {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
 }

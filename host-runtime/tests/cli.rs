@@ -128,8 +128,24 @@ fn missing_input_is_a_clear_error() {
 }
 
 #[test]
-fn demo_runs_and_shows_the_attacks_refused() {
-    let result = iipnic(&["demo"]);
+fn the_main_demo_reports_each_phase_and_writes_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = iipnic(&["demo", "--out", dir.path().to_str().unwrap()]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(stdout.contains("lost while A swapped its route module (1.5-3.0 s): 0"), "{stdout}");
+    assert!(stdout.contains("lost while A rekeyed its SA to B under load (5.0-6.5 s): 0"), "{stdout}");
+    assert!(stdout.contains(", 0 unaccounted"), "{stdout}");
+    for file in ["chart.svg", "report.json", "esp_sa", "link-A-B.pcap", "link-B-C.pcap", "link-A-C.pcap"] {
+        assert!(dir.path().join(file).metadata().unwrap().len() > 0, "{file}");
+    }
+    let svg = std::fs::read_to_string(dir.path().join("chart.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("link A-C down"));
+}
+
+#[test]
+fn the_linux_demo_shows_the_attacks_refused() {
+    let result = iipnic(&["demo", "--linux"]);
     assert!(result.status.success());
     let stdout = String::from_utf8_lossy(&result.stdout);
     assert_eq!(stdout.matches("ICMP echo request").count(), 5, "{stdout}");

@@ -2,7 +2,7 @@
 //!
 //! | task       | what it does                                                        |
 //! |------------|---------------------------------------------------------------------|
-//! | `setup`    | installs what builds and tests need (rustup targets, ...)           |
+//! | `setup`    | installs what builds and tests need (rustup targets, tshark)        |
 //! | `policies` | builds the policy modules for wasm32 (the host finds them there)    |
 //! | `demo`     | setup + policies, then `iipnic demo`                                |
 //! | `test`     | setup + policies, then every test of both workspaces                |
@@ -65,8 +65,52 @@ fn run(mut cmd: Command) -> Result<(), String> {
     }
 }
 
+/// Debian packages the tests need: (command that must exist, package that provides it).
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    // The independent ESP decoder the emulator's pcaps are checked with.
+    ("tshark", "tshark"),
+];
+
 /// Installs what is missing, or says exactly what to run.
 fn setup() -> Result<(), String> {
+    rustup_targets()?;
+    debian_packages()
+}
+
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(command).is_file()))
+}
+
+fn debian_packages() -> Result<(), String> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(command, _)| !on_path(command))
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let install = format!(
+        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        return Err(format!(
+            "missing {}; run as root: {install}",
+            missing.join(", ")
+        ));
+    }
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &install]);
+    run(cmd).map_err(|e| format!("{e}; run yourself: {install}"))
+}
+
+fn rustup_targets() -> Result<(), String> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .current_dir(root())
@@ -108,7 +152,16 @@ fn policies() -> Result<(), String> {
 
 fn demo() -> Result<(), String> {
     let mut cmd = cargo();
-    cmd.args(["run", "--quiet", "-p", "iipnic", "--", "demo"]);
+    cmd.args([
+        "run",
+        "--quiet",
+        "-p",
+        "iipnic",
+        "--",
+        "demo",
+        "--out",
+        "iipnic-demo",
+    ]);
     run(cmd)
 }
 
