@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use iipnic::config::Network;
+use iipnic::emulator::control::{self, Request};
+use iipnic::emulator::topology::EventAction;
 use iipnic::emulator::topology::{Rng, Topology};
 use iipnic::emulator::{Emulator, Options, chart};
 use iipnic::replay::{self, Direction};
@@ -58,24 +60,14 @@ enum Command {
         seed: u64,
     },
     /// Emulate a network: TOPOLOGY (TOML) or the built-in triangle.
-    Emulate {
-        /// Topology file; the built-in three-node triangle when absent.
-        topology: Option<PathBuf>,
-        /// Virtual time to run, in milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        duration: u64,
-        /// Print the final report as JSON (no status line).
+    Emulate(EmulateArgs),
+    /// Control a running `iipnic emulate --control SOCKET`.
+    Ctl {
+        /// The emulation's control socket.
         #[arg(long)]
-        json: bool,
-        /// Write one pcap per link and a Wireshark esp_sa keys file here.
-        #[arg(long)]
-        pcap: Option<PathBuf>,
-        /// Write an SVG chart of throughput and drops.
-        #[arg(long)]
-        chart: Option<PathBuf>,
-        /// Seed of keys and link randomness.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        socket: PathBuf,
+        #[command(subcommand)]
+        command: CtlCommand,
     },
     /// Print the ESP keys of a topology as Wireshark esp_sa lines.
     Keys {
@@ -91,6 +83,97 @@ enum Command {
     /// Work with policy modules.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(clap::Args)]
+struct EmulateArgs {
+    /// Topology file; the built-in three-node triangle when absent.
+    topology: Option<PathBuf>,
+    /// Virtual time to run, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    duration: u64,
+    /// Print the final report as JSON (no status line).
+    #[arg(long)]
+    json: bool,
+    /// Write one pcap per link and a Wireshark esp_sa keys file here.
+    #[arg(long)]
+    pcap: Option<PathBuf>,
+    /// Write an SVG chart of throughput and drops.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Seed of keys and link randomness.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Run paced to the wall clock and accept `iipnic ctl` requests on this Unix socket
+    /// (`--duration 0`: until `iipnic ctl stop`).
+    #[arg(long)]
+    control: Option<PathBuf>,
+    /// Attach a node's host side to a TUN interface: NODE=IFNAME (repeatable; implies a
+    /// paced run).
+    #[arg(long = "tap", value_name = "NODE=IFNAME")]
+    taps: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Counters of one node (or all).
+    Counters {
+        /// Node name.
+        node: Option<String>,
+    },
+    /// Time, rates and drops.
+    Status,
+    /// Set a link down or up.
+    Link {
+        /// One end.
+        a: String,
+        /// The other end.
+        b: String,
+        /// `up` or `down`.
+        state: String,
+    },
+    /// Hot-swap a policy module on a node.
+    Swap {
+        /// The node.
+        node: String,
+        /// `route` or `spd`.
+        slot: String,
+        /// Module name or path.
+        module: String,
+    },
+    /// Rekey the SA pair from -> to, make-before-break.
+    Rekey {
+        /// Sender.
+        from: String,
+        /// Receiver.
+        to: String,
+    },
+    /// Add a route on a node: PREFIX over these vifs.
+    RouteAdd {
+        /// The node.
+        node: String,
+        /// Destination prefix.
+        prefix: String,
+        /// Candidate vif ids, best first.
+        #[arg(long = "vif", required = true)]
+        vifs: Vec<u16>,
+    },
+    /// Remove the route for exactly PREFIX on a node.
+    RouteRemove {
+        /// The node.
+        node: String,
+        /// The prefix.
+        prefix: String,
+    },
+    /// Apply any firmware control operation, given as JSON (see docs/emulator.md).
+    Apply {
+        /// The node.
+        node: String,
+        /// The operation, e.g. '{"op":"remove_sa","id":12}'.
+        op: String,
+    },
+    /// End the emulation.
+    Stop,
 }
 
 #[derive(Subcommand)]
@@ -140,14 +223,8 @@ fn main() -> ExitCode {
         Command::Demo { out, seed, .. } => std::fs::create_dir_all(&out)
             .map_err(|e| format!("{}: {e}", out.display()))
             .and_then(|()| demo::run_network(&mut std::io::stdout(), &out, seed).map(|_| ())),
-        Command::Emulate {
-            topology,
-            duration,
-            json,
-            pcap,
-            chart,
-            seed,
-        } => run_emulate(topology, duration, json, pcap, chart, seed),
+        Command::Emulate(args) => run_emulate(args),
+        Command::Ctl { socket, command } => run_ctl(&socket, command),
         Command::Keys { topology, seed, .. } => load_topology(topology, seed)
             .and_then(|t| {
                 Emulator::new(
@@ -278,14 +355,17 @@ fn load_topology(path: Option<PathBuf>, seed: u64) -> Result<Topology, String> {
     }
 }
 
-fn run_emulate(
-    topology: Option<PathBuf>,
-    duration: u64,
-    json: bool,
-    pcap: Option<PathBuf>,
-    chart_path: Option<PathBuf>,
-    seed: u64,
-) -> Result<(), String> {
+fn run_emulate(args: EmulateArgs) -> Result<(), String> {
+    let EmulateArgs {
+        topology,
+        duration,
+        json,
+        pcap,
+        chart: chart_path,
+        seed,
+        control,
+        taps,
+    } = args;
     let topology = load_topology(topology, seed)?;
     let options = Options {
         duration_ms: duration,
@@ -295,15 +375,36 @@ fn run_emulate(
     };
     let start = std::time::Instant::now();
     let mut emulator = Emulator::new(topology, options)?;
+    for tap in &taps {
+        let (node, interface) = tap
+            .split_once('=')
+            .ok_or_else(|| format!("--tap {tap}: expected NODE=IFNAME"))?;
+        emulator.attach_tap(node, interface)?;
+        eprintln!("iipnic: {node}'s host side is TUN interface {interface}");
+    }
     let live = !json && std::io::stdout().is_terminal();
     let mut last_second = 0;
-    emulator.run(&mut |e| {
+    let mut show = |e: &Emulator| {
         if live && e.now_ms() / 1000 != last_second {
             last_second = e.now_ms() / 1000;
             print!("\r{}", e.status_line());
             let _ = std::io::Write::flush(&mut std::io::stdout());
         }
-    });
+    };
+    match (&control, taps.is_empty()) {
+        (Some(socket), _) => {
+            let jobs = control::serve(socket)?;
+            eprintln!("iipnic: control socket {}", socket.display());
+            emulator.run_live(&jobs, duration, &mut show);
+            let _ = std::fs::remove_file(socket);
+        }
+        (None, false) => {
+            // TAP without a control socket: paced, with nobody to ask for changes.
+            let (_keep, jobs) = std::sync::mpsc::channel();
+            emulator.run_live(&jobs, duration, &mut show);
+        }
+        (None, true) => emulator.run(&mut show),
+    }
     if live {
         println!();
     }
@@ -324,4 +425,71 @@ fn run_emulate(
         }
     }
     Ok(())
+}
+
+fn run_ctl(socket: &std::path::Path, command: CtlCommand) -> Result<(), String> {
+    let pair = |a: String, b: String| [a, b];
+    let request = match command {
+        CtlCommand::Counters { node } => Request::Counters { node },
+        CtlCommand::Status => Request::Status,
+        CtlCommand::Link { a, b, state } => match state.as_str() {
+            "up" => Request::Event(EventAction::LinkUp { link: pair(a, b) }),
+            "down" => Request::Event(EventAction::LinkDown { link: pair(a, b) }),
+            other => return Err(format!("link state must be `up` or `down`, not `{other}`")),
+        },
+        CtlCommand::Swap { node, slot, module } => {
+            let slot = serde_json::from_value(serde_json::Value::String(slot.clone()))
+                .map_err(|_| format!("slot must be `route` or `spd`, not `{slot}`"))?;
+            Request::Event(EventAction::SwapModule { node, slot, module })
+        }
+        CtlCommand::Rekey { from, to } => Request::Event(EventAction::Rekey { from, to }),
+        CtlCommand::RouteAdd { node, prefix, vifs } => {
+            let prefix = prefix.parse().map_err(|e| format!("{prefix}: {e}"))?;
+            let next_hops = vifs
+                .iter()
+                .enumerate()
+                .map(|(i, &vif)| iipnic_firmware::fib::NextHop {
+                    vif: iipnic_firmware::vif::VifId(vif),
+                    metric: 10 * (i as u32 + 1),
+                    weight: 1,
+                })
+                .collect();
+            let route = iipnic_firmware::fib::Route {
+                prefix,
+                target: iipnic_firmware::fib::RouteTarget::Vif { next_hops },
+            };
+            Request::Control {
+                node,
+                op: iipnic_firmware::ControlOp::UpsertRoute(route),
+            }
+        }
+        CtlCommand::RouteRemove { node, prefix } => {
+            let prefix = prefix.parse().map_err(|e| format!("{prefix}: {e}"))?;
+            Request::Control {
+                node,
+                op: iipnic_firmware::ControlOp::RemoveRoute { prefix },
+            }
+        }
+        CtlCommand::Apply { node, op } => {
+            let op = serde_json::from_str(&op).map_err(|e| format!("operation: {e}"))?;
+            Request::Control { node, op }
+        }
+        CtlCommand::Stop => Request::Stop,
+    };
+    let response = control::request(socket, &request)?;
+    match (response.ok, response.result, response.error) {
+        (true, Some(serde_json::Value::String(text)), _) => {
+            println!("{text}");
+            Ok(())
+        }
+        (true, Some(value), _) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+        (true, None, _) => Ok(()),
+        (false, _, error) => Err(error.unwrap_or_else(|| "request failed".into())),
+    }
 }

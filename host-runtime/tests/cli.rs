@@ -131,13 +131,33 @@ fn missing_input_is_a_clear_error() {
 fn the_main_demo_reports_each_phase_and_writes_its_files() {
     let dir = tempfile::tempdir().unwrap();
     let result = iipnic(&["demo", "--out", dir.path().to_str().unwrap()]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
     let stdout = String::from_utf8_lossy(&result.stdout);
-    assert!(stdout.contains("lost while A swapped its route module (1.5-3.0 s): 0"), "{stdout}");
-    assert!(stdout.contains("lost while A rekeyed its SA to B under load (5.0-6.5 s): 0"), "{stdout}");
+    assert!(
+        stdout.contains("lost while A swapped its route module (1.5-3.0 s): 0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("lost while A rekeyed its SA to B under load (5.0-6.5 s): 0"),
+        "{stdout}"
+    );
     assert!(stdout.contains(", 0 unaccounted"), "{stdout}");
-    for file in ["chart.svg", "report.json", "esp_sa", "link-A-B.pcap", "link-B-C.pcap", "link-A-C.pcap"] {
-        assert!(dir.path().join(file).metadata().unwrap().len() > 0, "{file}");
+    for file in [
+        "chart.svg",
+        "report.json",
+        "esp_sa",
+        "link-A-B.pcap",
+        "link-B-C.pcap",
+        "link-A-C.pcap",
+    ] {
+        assert!(
+            dir.path().join(file).metadata().unwrap().len() > 0,
+            "{file}"
+        );
     }
     let svg = std::fs::read_to_string(dir.path().join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("link A-C down"));
@@ -256,4 +276,83 @@ fn policy_test_runs_cases_and_fails_on_a_wrong_expectation() {
     ]);
     assert!(!result.status.success());
     assert!(String::from_utf8_lossy(&result.stdout).contains("FAIL  outside every selector"));
+}
+
+#[test]
+fn ctl_drives_a_running_emulation() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let sock = socket.to_str().unwrap();
+    let emulation = Command::new(env!("CARGO_BIN_EXE_iipnic"))
+        .args(["emulate", "--duration", "0", "--control", sock])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["ctl", "--socket", sock];
+        all.extend_from_slice(args);
+        iipnic(&all)
+    };
+    // Wait for the socket to appear (bounded).
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ok = |args: &[&str], expect: &str| {
+        let out = ctl(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(expect), "{args:?}: {stdout}");
+    };
+    ok(&["link", "A", "C", "down"], "link A-C down");
+    ok(&["swap", "A", "route", "route_ecmp"], "route_ecmp swapped");
+    ok(&["rekey", "A", "B"], "A->B: SPI");
+    ok(
+        &["route-add", "A", "10.9.0.0/16", "--vif", "2"],
+        "A: applied",
+    );
+    ok(&["route-remove", "A", "10.9.0.0/16"], "A: applied");
+    ok(&["counters", "B"], "\"tx_underlay\"");
+    ok(&["status"], "delivered");
+    // Errors are clear and change nothing.
+    for (args, expect) in [
+        (&["link", "A", "X", "down"][..], "no node named `X`"),
+        (
+            &["route-remove", "A", "10.9.0.0/16"][..],
+            "no route for exactly this prefix",
+        ),
+        (
+            &["swap", "A", "firewall", "route_ecmp"][..],
+            "slot must be `route` or `spd`",
+        ),
+        (
+            &["apply", "A", "{\"op\":\"remove_sa\",\"id\":999}"][..],
+            "no SA with this id",
+        ),
+    ] {
+        let out = ctl(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expect),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    ok(&["stop"], "stopping");
+    let out = emulation.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(", 0 unaccounted"), "{stdout}");
+    assert!(stdout.contains("link A-C down"), "{stdout}");
+    // A socket nobody serves is an error that says so.
+    let out = ctl(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `iipnic emulate --control"));
 }

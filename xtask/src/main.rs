@@ -2,7 +2,7 @@
 //!
 //! | task       | what it does                                                        |
 //! |------------|---------------------------------------------------------------------|
-//! | `setup`    | installs what builds and tests need (rustup targets, tshark)        |
+//! | `setup`    | installs what tests need (rustup targets, tshark, iproute2, ping)   |
 //! | `policies` | builds the policy modules for wasm32 (the host finds them there)    |
 //! | `demo`     | setup + policies, then `iipnic demo`                                |
 //! | `test`     | setup + policies, then every test of both workspaces                |
@@ -69,6 +69,9 @@ fn run(mut cmd: Command) -> Result<(), String> {
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // The independent ESP decoder the emulator's pcaps are checked with.
     ("tshark", "tshark"),
+    // TAP-mode test: network namespaces, and a real program pinging through the emulation.
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
 ];
 
 /// Installs what is missing, or says exactly what to run.

@@ -10,7 +10,9 @@
 //! (a firmware [`DropReason`](iipnic_firmware::DropReason) or a link reason), per flow.
 
 pub mod chart;
+pub mod control;
 pub mod report;
+pub mod tap;
 pub mod topology;
 
 use std::cmp::Reverse;
@@ -167,6 +169,13 @@ pub struct Emulator {
     last_sample: (u64, u64, BTreeMap<String, u64>),
     buffer: Vec<u8>,
     processed: u64,
+    stop_requested: bool,
+    /// Traffic has stopped; only packets in flight still move.
+    draining: bool,
+    /// Host sides attached to TUN interfaces (TAP mode), by node index.
+    taps: Vec<(usize, tap::Tun)>,
+    /// Packets to or from TUN interfaces: received, sent, dropped (kernel queue full).
+    pub tap_counters: [u64; 3],
 }
 
 impl std::fmt::Debug for Emulator {
@@ -301,6 +310,10 @@ impl Emulator {
             last_sample: (0, 0, BTreeMap::new()),
             buffer: vec![0u8; HEADROOM + 65_535 + TAILROOM],
             processed: 0,
+            stop_requested: false,
+            draining: false,
+            taps: Vec::new(),
+            tap_counters: [0; 3],
             options,
         };
         for i in 0..emulator.flows.len() {
@@ -346,6 +359,36 @@ impl Emulator {
             reasons.join(" "),
             last.map_or(0, |s| s.module_calls)
         )
+    }
+
+    /// Attaches `node`'s host side to the TUN interface `interface` (TAP mode).
+    pub fn attach_tap(&mut self, node: &str, interface: &str) -> Result<(), String> {
+        let index = self
+            .names
+            .iter()
+            .position(|n| n == node)
+            .ok_or_else(|| format!("no node named `{node}`"))?;
+        let tun = tap::Tun::open(interface)?;
+        self.taps.push((index, tun));
+        Ok(())
+    }
+
+    /// Feeds every packet waiting on the TUN interfaces into their nodes' host sides.
+    fn poll_taps(&mut self) {
+        let mut packet = vec![0u8; 65_535];
+        for t in 0..self.taps.len() {
+            while let Some(len) = self.taps[t].1.read(&mut packet) {
+                self.tap_counters[0] += 1;
+                let node = self.taps[t].0;
+                let bytes = packet[..len].to_vec();
+                self.input(node, true, &bytes, None);
+            }
+        }
+    }
+
+    /// When the next scheduled event is due.
+    fn next_event_ns(&self) -> Option<u64> {
+        self.queue.peek().map(|Reverse(e)| e.at_ns)
     }
 
     /// Virtual time now, in milliseconds.
@@ -400,7 +443,7 @@ impl Emulator {
             }
             Kind::Sample => {
                 self.sample();
-                if self.now_ns < ms(self.options.duration_ms) {
+                if self.options.duration_ms == 0 || self.now_ns < ms(self.options.duration_ms) {
                     self.schedule(self.now_ns + ms(self.options.sample_ms), Kind::Sample);
                 }
             }
@@ -408,11 +451,19 @@ impl Emulator {
     }
 
     fn emit(&mut self, index: usize) {
+        // Duration 0 (live runs): traffic until the emulation is stopped.
+        let run_end = match self.options.duration_ms {
+            0 => u64::MAX / 2_000_000,
+            d => d,
+        };
         let stop = self.flows[index]
             .spec
             .stop_ms
-            .unwrap_or(self.options.duration_ms)
-            .min(self.options.duration_ms);
+            .unwrap_or(run_end)
+            .min(run_end);
+        if self.draining {
+            return;
+        }
         if self.now_ns >= ms(stop) {
             return;
         }
@@ -455,7 +506,7 @@ impl Emulator {
         for (port, bytes) in out {
             match port {
                 Port::Underlay => self.transmit(node, bytes, tag),
-                Port::Host => self.deliver(&bytes),
+                Port::Host => self.deliver(node, &bytes),
                 Port::Punt => {}
             }
         }
@@ -546,8 +597,13 @@ impl Emulator {
         );
     }
 
-    /// A VN packet reached a host: count it for its flow if it carries a marker.
-    fn deliver(&mut self, packet: &[u8]) {
+    /// A VN packet reached a host: to the node's TUN interface in TAP mode, and counted
+    /// for its flow if it carries a marker.
+    fn deliver(&mut self, node: usize, packet: &[u8]) {
+        if let Some((_, tun)) = self.taps.iter_mut().find(|(n, _)| *n == node) {
+            let i = if tun.write(packet) { 1 } else { 2 };
+            self.tap_counters[i] += 1;
+        }
         let Some((flow, seq, len)) = parse_marker(packet) else {
             return;
         };
