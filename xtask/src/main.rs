@@ -2,7 +2,8 @@
 //!
 //! | task       | what it does                                                        |
 //! |------------|---------------------------------------------------------------------|
-//! | `setup`    | installs what tests need (rustup targets, tshark, iproute2, ping)   |
+//! | `setup`    | installs what tests need: rustup targets, tshark, iproute2, ping,   |
+//! |            | scapy and cryptography (pip)                                        |
 //! | `policies` | builds the policy modules for wasm32 (the host finds them there)    |
 //! | `demo`     | setup + policies, then `iipnic demo`                                |
 //! | `test`     | setup + policies, then every test of both workspaces                |
@@ -74,10 +75,38 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
 ];
 
+/// Python packages the tests use as independent references (import name, pip name).
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("scapy", "scapy"), ("cryptography", "cryptography")];
+
 /// Installs what is missing, or says exactly what to run.
 fn setup() -> Result<(), String> {
     rustup_targets()?;
-    debian_packages()
+    debian_packages()?;
+    python_packages()
+}
+
+fn python_packages() -> Result<(), String> {
+    let missing: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(module, _)| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "pip", "install", "--quiet"]).args(&missing);
+    run(cmd).map_err(|e| {
+        format!(
+            "{e}; run `python3 -m pip install {}` yourself",
+            missing.join(" ")
+        )
+    })
 }
 
 fn on_path(command: &str) -> bool {
