@@ -67,26 +67,38 @@ pub struct Network {
     pub file: NetworkFile,
 }
 
+/// Reads a configuration file; the error names the file.
+pub fn read_file(path: &Path) -> Result<String, ConfigFileError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigFileError {
+        file: path.to_path_buf(),
+        line: None,
+        field: String::new(),
+        message: e.to_string(),
+    })
+}
+
+/// Parses TOML text read from `path`; syntax and type errors name the file and the line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigFileError> {
+    toml::from_str(text).map_err(|e| ConfigFileError {
+        file: path.to_path_buf(),
+        line: e.span().map(|s| line_of(text, s.start)),
+        field: String::new(),
+        message: e.message().trim().to_string(),
+    })
+}
+
 impl Network {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
-            file: path.to_path_buf(),
-            line: None,
-            field: String::new(),
-            message: e.to_string(),
-        })?;
-        Self::parse(path, text)
+        Self::parse(path, read_file(path)?)
     }
 
     /// Parses `text` as if read from `path`.
     pub fn parse(path: &Path, text: String) -> Result<Self, ConfigFileError> {
-        let file: NetworkFile = toml::from_str(&text).map_err(|e| ConfigFileError {
-            file: path.to_path_buf(),
-            line: e.span().map(|s| line_of(&text, s.start)),
-            field: String::new(),
-            message: e.message().trim().to_string(),
-        })?;
+        let file: NetworkFile = parse_toml(path, &text)?;
         let network = Network {
             path: path.to_path_buf(),
             text,

@@ -122,17 +122,9 @@ pub struct CaseReport {
 
 /// Runs the cases of `cases_path` against the module at `module_path`.
 pub fn run(module_path: &Path, cases_path: &Path) -> Result<CaseReport, String> {
-    let text = std::fs::read_to_string(cases_path)
-        .map_err(|e| format!("{}: {e}", cases_path.display()))?;
-    let file: CasesFile = toml::from_str(&text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
-        format!(
-            "{}:{}: {}",
-            cases_path.display(),
-            line.unwrap_or(0),
-            e.message()
-        )
-    })?;
+    let text = crate::config::read_file(cases_path).map_err(|e| e.to_string())?;
+    let file: CasesFile =
+        crate::config::parse_toml(cases_path, &text).map_err(|e| e.to_string())?;
     let engine = policy::host_engine()?;
     let module = policy::compile(&engine, module_path)?;
     let mut spd = Spd::default();

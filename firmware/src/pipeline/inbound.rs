@@ -50,13 +50,27 @@ impl<P: PolicyEngine> Node<P> {
         tx: &mut impl Tx,
     ) -> Disposition {
         self.counters.rx_underlay += 1;
-        let (outer, total_len) = match parse_outer(pkt.data()) {
-            Ok(OuterParse::Whole(outer, len)) => (outer, len),
-            Ok(OuterParse::Fragment) => return self.reassemble(pkt, now_ms, tx),
-            Err(reason) => return self.drop_packet(reason),
-        };
-        pkt.truncate(total_len);
-        self.underlay_input(pkt, outer, now_ms, tx)
+        self.outer_input(pkt, now_ms, tx, true)
+    }
+
+    /// Validates the outer header, then dispatches; a reassembled datagram
+    /// (`may_be_fragment == false`) that still claims to be a fragment is malformed.
+    fn outer_input(
+        &mut self,
+        pkt: &mut PacketBuf<'_>,
+        now_ms: u64,
+        tx: &mut impl Tx,
+        may_be_fragment: bool,
+    ) -> Disposition {
+        match parse_outer(pkt.data()) {
+            Ok(OuterParse::Whole(outer, total_len)) => {
+                pkt.truncate(total_len);
+                self.underlay_input(pkt, outer, now_ms, tx)
+            }
+            Ok(OuterParse::Fragment) if may_be_fragment => self.reassemble(pkt, now_ms, tx),
+            Ok(OuterParse::Fragment) => self.drop_packet(DropReason::Malformed),
+            Err(reason) => self.drop_packet(reason),
+        }
     }
 
     fn underlay_input(
@@ -121,14 +135,7 @@ impl<P: PolicyEngine> Node<P> {
             return self.drop_packet(DropReason::NoBufferRoom);
         }
         self.counters.reassembled += 1;
-        match parse_outer(pkt.data()) {
-            Ok(OuterParse::Whole(outer, len)) => {
-                pkt.truncate(len);
-                self.underlay_input(pkt, outer, now_ms, tx)
-            }
-            Ok(OuterParse::Fragment) => self.drop_packet(DropReason::Malformed),
-            Err(reason) => self.drop_packet(reason),
-        }
+        self.outer_input(pkt, now_ms, tx, false)
     }
 
     /// Step 2 (ESP): RFC 4303 section 3.4 in its order. The window moves only after the

@@ -15,7 +15,7 @@ use iipnic_firmware::spd::{Action, Direction, Selector, SpdEntry, SpdEntryId};
 use iipnic_firmware::vif::{VifConfig, VifId};
 use serde::Deserialize;
 
-use crate::config::ConfigFileError;
+use crate::config::{self, ConfigFileError};
 
 /// Policy modules of a node.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -207,18 +207,8 @@ impl Rng {
 impl Topology {
     /// Reads a topology file; errors name the file, the line and the field.
     pub fn load(path: &Path) -> Result<Self, ConfigFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
-            file: path.to_path_buf(),
-            line: None,
-            field: String::new(),
-            message: e.to_string(),
-        })?;
-        let topology: Topology = toml::from_str(&text).map_err(|e| ConfigFileError {
-            file: path.to_path_buf(),
-            line: e.span().map(|s| text[..s.start].matches('\n').count() + 1),
-            field: String::new(),
-            message: e.message().trim().to_string(),
-        })?;
+        let text = config::read_file(path)?;
+        let topology: Topology = config::parse_toml(path, &text)?;
         topology.check(path)?;
         Ok(topology)
     }
