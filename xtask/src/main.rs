@@ -5,7 +5,7 @@
 //! | `setup`    | installs what tests need: rustup targets, tshark, iproute2, ping,   |
 //! |            | scapy and cryptography (pip)                                        |
 //! | `policies` | builds the policy modules for wasm32 (the host finds them there)    |
-//! | `demo`     | setup + policies, then `iipnic demo`                                |
+//! | `demo`     | rustup targets + policies, then `iipnic demo`                       |
 //! | `test`     | setup + policies, then every test of both workspaces                |
 //!
 //! CI (`.ci/run`) runs `test`, then formatting, lints, docs and the bare-metal builds.
@@ -25,7 +25,10 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "setup" => setup(),
         "policies" => setup().and_then(|()| policies()),
-        "demo" => setup().and_then(|()| policies()).and_then(|()| demo()),
+        // The demo needs no test oracles: only the targets to build the policy modules.
+        "demo" => rustup_targets()
+            .and_then(|()| policies())
+            .and_then(|()| demo()),
         "test" => setup().and_then(|()| policies()).and_then(|()| test()),
         _ => {
             eprintln!("usage: cargo xtask <setup|policies|demo|test>");
