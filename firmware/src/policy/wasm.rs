@@ -1086,28 +1086,6 @@ fn route_query(q: &RouteQuery<'_>) -> abi::RouteQuery {
     )
 }
 
-impl WasmPolicy {
-    fn context<'a>(
-        engine: &'a Engine,
-        linker: &'a Linker<Guest>,
-        scratch: &'a mut Vec<u8>,
-        logs: &'a mut Vec<LogLine>,
-        kind: SlotKind,
-        spd: &'a Spd,
-        now_ms: u64,
-    ) -> CallContext<'a> {
-        CallContext {
-            engine,
-            linker,
-            kind,
-            spd,
-            scratch,
-            logs,
-            now_ms,
-        }
-    }
-}
-
 impl PolicyEngine for WasmPolicy {
     fn generation(&self) -> u64 {
         self.generation
@@ -1125,15 +1103,15 @@ impl PolicyEngine for WasmPolicy {
         let Some(live) = slot.live.as_mut() else {
             return NativePolicy.spd_decide(spd, query);
         };
-        let mut ctx = Self::context(
+        let mut ctx = CallContext {
             engine,
             linker,
-            spd_blob,
-            logs,
-            SlotKind::Spd,
+            kind: SlotKind::Spd,
             spd,
-            query.now_ms,
-        );
+            scratch: spd_blob,
+            logs,
+            now_ms: query.now_ms,
+        };
         let abi_query = spd_query(query);
         let write = |buf: &mut [u8]| abi_query.encode(buf);
         let answer =
@@ -1194,15 +1172,15 @@ impl PolicyEngine for WasmPolicy {
         };
         // Route modules never see the SPD; an empty one keeps the context uniform.
         let no_spd = Spd::default();
-        let mut ctx = Self::context(
+        let mut ctx = CallContext {
             engine,
             linker,
-            spd_blob,
+            kind: SlotKind::Route,
+            spd: &no_spd,
+            scratch: spd_blob,
             logs,
-            SlotKind::Route,
-            &no_spd,
-            query.now_ms,
-        );
+            now_ms: query.now_ms,
+        };
         let abi_query = route_query(query);
         let write = |buf: &mut [u8]| abi_query.encode(buf);
         let candidates = query.candidates.len();
