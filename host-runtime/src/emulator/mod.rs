@@ -558,21 +558,27 @@ impl Emulator {
         if let Some(w) = link.pcap.as_mut() {
             let _ = w.write(self.now_ns / 1000, &bytes);
         }
-        let spec = link.spec.clone();
-        if self.rng.unit() < spec.loss {
+        // Copy the four numbers out instead of cloning the spec (its names allocate).
+        let (loss, reorder, duplicate, delay_ms) = (
+            link.spec.loss,
+            link.spec.reorder,
+            link.spec.duplicate,
+            link.spec.delay_ms,
+        );
+        if self.rng.unit() < loss {
             *self.links[li].dropped.entry("link_loss").or_insert(0) += 1;
             if let Some(tag) = tag {
                 self.count_drop(tag, "link_loss");
             }
             return;
         }
-        let delay = (spec.delay_ms * 1e6) as u64;
-        let extra = if self.rng.unit() < spec.reorder {
-            (self.rng.unit() * spec.delay_ms * 1e6) as u64
+        let delay = (delay_ms * 1e6) as u64;
+        let extra = if self.rng.unit() < reorder {
+            (self.rng.unit() * delay_ms * 1e6) as u64
         } else {
             0
         };
-        if self.rng.unit() < spec.duplicate {
+        if self.rng.unit() < duplicate {
             let copy = tag.map(|t| Tag {
                 duplicate: true,
                 ..t
