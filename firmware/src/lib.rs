@@ -13,6 +13,7 @@ pub mod control;
 pub mod counters;
 pub mod esp;
 pub mod fib;
+mod hash;
 pub mod node;
 pub mod packet_buf;
 pub mod pipeline;

@@ -12,6 +12,7 @@ use core::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::control::ConfigError;
+use crate::hash::tuple_hash;
 use crate::prefix::IpPrefix;
 use crate::sad::SaId;
 
@@ -223,20 +224,17 @@ impl SpdCache {
     }
 
     fn index(&self, key: &TunnelKey) -> usize {
-        // FNV-1a over the selector bytes: cheap and spreads neighbouring addresses.
-        let mut h: u32 = 0x811c_9dc5;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-            }
+        let as_v6 = |a: IpAddr| match a {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
         };
-        for addr in [key.src, key.dst] {
-            match addr {
-                IpAddr::V4(a) => eat(&a.octets()),
-                IpAddr::V6(a) => eat(&a.octets()),
+        let h = match (key.src, key.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                tuple_hash(&s.octets(), &d.octets(), key.protocol, None)
             }
-        }
-        eat(&[key.protocol]);
+            // IPv6 (a key never mixes families; mapping keeps this total anyway).
+            (s, d) => tuple_hash(&as_v6(s), &as_v6(d), key.protocol, None),
+        };
         (h as usize) & (self.slots.len() - 1)
     }
 

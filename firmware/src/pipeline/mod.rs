@@ -152,24 +152,14 @@ impl InnerHeader {
     }
 }
 
-/// A multiplicative hash over the 5-tuple, a 32-bit word at a time (ports only for TCP,
-/// UDP and SCTP in a first fragment): a handful of multiplies per packet.
+/// The flow hash of a packet: addresses, protocol, and ports for TCP, UDP and SCTP in a
+/// first fragment.
 fn flow_hash(src: &[u8], dst: &[u8], protocol: u8, upper: Option<&[u8]>) -> u32 {
-    const K: u32 = 0x9e37_79b1;
-    let mut h = u32::from(protocol).wrapping_mul(K);
-    for word in src.chunks_exact(4).chain(dst.chunks_exact(4)) {
-        if let &[a, b, c, d] = word {
-            h = (h ^ u32::from_be_bytes([a, b, c, d]))
-                .wrapping_mul(K)
-                .rotate_left(13);
-        }
-    }
-    if matches!(protocol, proto::TCP | proto::UDP | 132)
-        && let Some(&[a, b, c, d]) = upper.and_then(|u| u.get(..4))
-    {
-        h = (h ^ u32::from_be_bytes([a, b, c, d])).wrapping_mul(K);
-    }
-    h ^ (h >> 16)
+    let ports = match protocol {
+        proto::TCP | proto::UDP | 132 => upper.and_then(|u| u.get(..4)),
+        _ => None,
+    };
+    crate::hash::tuple_hash(src, dst, protocol, ports)
 }
 
 /// RFC 6040 section 4.1 (normal mode): the outer ECN copies the inner, except that CE is
