@@ -1,14 +1,13 @@
 //! VN forwarding table: longest-prefix match for IPv4 and IPv6 with several candidate next
 //! hops per prefix. Route *selection* among the candidates belongs to the policy engine.
 
-use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{CacheKey, GenerationCache};
 use crate::control::ConfigError;
 use crate::prefix::{IpPrefix, mask32, mask128};
 use crate::vif::VifId;
@@ -210,52 +209,15 @@ pub struct FlowKey {
     pub flow_hash: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct FlowSlot {
-    key: FlowKey,
-    vif: Option<VifId>,
-    generation: u64,
-}
-
-/// Route-selection answers per flow, so a policy module is asked once per flow and policy
-/// generation rather than per packet. Direct-mapped, allocated once.
-#[derive(Debug)]
-pub struct RouteCache {
-    slots: Box<[Option<FlowSlot>]>,
-}
-
-impl RouteCache {
-    /// A cache of `slots` entries, rounded up to a power of two.
-    pub fn new(slots: usize) -> Self {
-        RouteCache {
-            slots: vec![None; slots.max(1).next_power_of_two()].into_boxed_slice(),
-        }
-    }
-
-    fn index(&self, key: &FlowKey) -> usize {
-        (key.flow_hash as usize) & (self.slots.len() - 1)
-    }
-
-    /// The cached choice (`Some(None)`: cached "no route").
-    pub fn get(&self, key: &FlowKey, generation: u64) -> Option<Option<VifId>> {
-        match self.slots.get(self.index(key)) {
-            Some(Some(s)) if s.generation == generation && s.key == *key => Some(s.vif),
-            _ => None,
-        }
-    }
-
-    /// Remembers a choice.
-    pub fn insert(&mut self, key: FlowKey, vif: Option<VifId>, generation: u64) {
-        let i = self.index(&key);
-        if let Some(slot) = self.slots.get_mut(i) {
-            *slot = Some(FlowSlot {
-                key,
-                vif,
-                generation,
-            });
-        }
+impl CacheKey for FlowKey {
+    fn cache_hash(&self) -> u32 {
+        self.flow_hash
     }
 }
+
+/// Route-selection answers per flow (`None`: "no route"), so a policy module is asked once
+/// per flow and policy generation rather than per packet.
+pub type RouteCache = GenerationCache<FlowKey, Option<VifId>>;
 
 #[cfg(test)]
 mod tests {

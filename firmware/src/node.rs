@@ -320,7 +320,9 @@ impl<P: PolicyEngine> Node<P> {
         let decision = self.policy.spd_decide(&self.spd, &query);
         // A module swap during the call is impossible (`&mut self`), so `generation` is
         // still current.
-        cache.insert(query.key, decision, generation);
+        if decision.cacheable {
+            cache.insert(query.key, decision, generation);
+        }
         decision
     }
 

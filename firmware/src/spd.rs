@@ -6,11 +6,11 @@
 //! caches here only remember decisions, stamped with the policy generation they came from.
 
 use alloc::vec::Vec;
-use alloc::{boxed::Box, vec};
 use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cache::{CacheKey, GenerationCache};
 use crate::control::ConfigError;
 use crate::hash::tuple_hash;
 use crate::prefix::IpPrefix;
@@ -201,68 +201,24 @@ impl Spd {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct CacheSlot {
-    key: TunnelKey,
-    decision: SpdDecision,
-    generation: u64,
-}
-
-/// A direct-mapped decision cache (one of SPD-O, SPD-I, SPD-S). Allocated once; lookups
-/// and inserts never allocate.
-#[derive(Debug)]
-pub struct SpdCache {
-    slots: Box<[Option<CacheSlot>]>,
-}
-
-impl SpdCache {
-    /// A cache of `slots` entries, rounded up to a power of two.
-    pub fn new(slots: usize) -> Self {
-        SpdCache {
-            slots: vec![None; slots.max(1).next_power_of_two()].into_boxed_slice(),
-        }
-    }
-
-    fn index(&self, key: &TunnelKey) -> usize {
+impl CacheKey for TunnelKey {
+    fn cache_hash(&self) -> u32 {
         let as_v6 = |a: IpAddr| match a {
             IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
             IpAddr::V6(a) => a.octets(),
         };
-        let h = match (key.src, key.dst) {
+        match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                tuple_hash(&s.octets(), &d.octets(), key.protocol, None)
+                tuple_hash(&s.octets(), &d.octets(), self.protocol, None)
             }
             // IPv6 (a key never mixes families; mapping keeps this total anyway).
-            (s, d) => tuple_hash(&as_v6(s), &as_v6(d), key.protocol, None),
-        };
-        (h as usize) & (self.slots.len() - 1)
-    }
-
-    /// The cached decision for `key`, if one of this `generation` is held.
-    pub fn get(&self, key: &TunnelKey, generation: u64) -> Option<SpdDecision> {
-        match self.slots.get(self.index(key)) {
-            Some(Some(slot)) if slot.generation == generation && slot.key == *key => {
-                Some(slot.decision)
-            }
-            _ => None,
-        }
-    }
-
-    /// Remembers a decision (only cacheable ones are stored).
-    pub fn insert(&mut self, key: TunnelKey, decision: SpdDecision, generation: u64) {
-        if !decision.cacheable {
-            return;
-        }
-        let i = self.index(&key);
-        if let Some(slot) = self.slots.get_mut(i) {
-            *slot = Some(CacheSlot {
-                key,
-                decision,
-                generation,
-            });
+            (s, d) => tuple_hash(&as_v6(s), &as_v6(d), self.protocol, None),
         }
     }
 }
+
+/// A decision cache (one of SPD-O, SPD-I, SPD-S). Only cacheable decisions go in.
+pub type SpdCache = GenerationCache<TunnelKey, SpdDecision>;
 
 #[cfg(test)]
 mod tests {
